@@ -1,0 +1,45 @@
+# The two commands: `make train` and `make test`. Both set themselves up in .venv.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip --disable-pip-version-check
+
+.PHONY: train test test-thorough test-gpu gradcheck bench bench-tokenizer shakespeare clean
+
+$(VENV)/.base: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q -e '.[train]'
+	touch $@
+
+# The test extras pin torch==2.13.0: its CPU build installs from the machine's disk.
+$(VENV)/.test: $(VENV)/.base pyproject.toml
+	$(PIP) install -q -e '.[train,test]'
+	touch $@
+
+train: $(VENV)/.base
+	$(PY) -m npgpt.cli demo
+
+test: $(VENV)/.test
+	$(PY) -m pytest -q -p no:cacheprovider
+
+test-thorough: $(VENV)/.test
+	HYPOTHESIS_PROFILE=thorough $(PY) -m pytest -q -p no:cacheprovider
+
+test-gpu: $(VENV)/.test
+	$(PIP) install -q -e '.[gpu]'
+	NPGPT_TEST_GPU=1 $(PY) -m pytest -q -p no:cacheprovider -m gpu
+
+gradcheck: $(VENV)/.base
+	$(PY) -m npgpt.cli gradcheck
+
+bench: $(VENV)/.test
+	$(PY) bench/bench_train.py
+
+bench-tokenizer: $(VENV)/.test
+	$(PY) bench/bench_tokenizer.py
+
+shakespeare: $(VENV)/.test
+	$(PY) bench/shakespeare_char.py
+
+clean:
+	rm -rf $(VENV) out .pytest_cache .hypothesis
