@@ -1,0 +1,133 @@
+"""The array backend: NumPy on the CPU, CuPy on an NVIDIA GPU.
+
+This is the one module that imports cupy. Everything else asks `get_xp(*arrays)` for the array
+module that owns its inputs and writes `xp.exp(x)`, so one op serves both devices.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+DEVICES = ("cpu", "cuda")
+DTYPES = {"float32": np.float32, "float64": np.float64}
+
+_cupy = None  # the cupy module once it has been imported successfully
+
+
+def _import_cupy():
+    """Import cupy and check that a GPU is there; raise a RuntimeError that says what is missing."""
+    global _cupy
+    if _cupy is not None:
+        return _cupy
+    try:
+        import cupy  # noqa: PLC0415 - the only cupy import in npgpt
+    except ImportError as e:
+        raise RuntimeError(
+            "device 'cuda' needs CuPy, which is not installed: pip install 'npgpt[gpu]' "
+            "(or the cupy-cudaXXx wheel matching your CUDA)"
+        ) from e
+    try:
+        n = cupy.cuda.runtime.getDeviceCount()
+    except Exception as e:  # cupy raises CUDARuntimeError when no driver is present
+        raise RuntimeError(f"device 'cuda' needs an NVIDIA GPU, but CUDA reports none ({e})") from e
+    if n < 1:
+        raise RuntimeError("device 'cuda' needs an NVIDIA GPU, but CUDA reports none")
+    _cupy = cupy
+    return cupy
+
+
+def cuda_available() -> bool:
+    """True when CuPy imports and sees at least one GPU."""
+    try:
+        _import_cupy()
+    except RuntimeError:
+        return False
+    return True
+
+
+def resolve_device(device: str | None = None) -> str:
+    """The device to use: the argument, else $NPGPT_DEVICE, else 'cpu'. Checked, never guessed."""
+    if device is None:
+        device = os.environ.get("NPGPT_DEVICE", "cpu") or "cpu"
+    if device not in DEVICES:
+        raise ValueError(f"unknown device {device!r}: expected one of {DEVICES}")
+    if device == "cuda":
+        _import_cupy()
+    return device
+
+
+def resolve_dtype(dtype) -> np.dtype:
+    """'float32' (default) or 'float64', or the matching NumPy dtype."""
+    if dtype is None:
+        dtype = "float32"
+    name = np.dtype(dtype).name if not isinstance(dtype, str) else dtype
+    if name not in DTYPES:
+        raise ValueError(f"unsupported dtype {dtype!r}: expected one of {tuple(DTYPES)}")
+    return np.dtype(DTYPES[name])
+
+
+def is_cupy_array(a) -> bool:
+    return _cupy is not None and isinstance(a, _cupy.ndarray)
+
+
+def get_xp(*arrays):
+    """The array module (numpy or cupy) that owns these arrays; numpy when none is a cupy array."""
+    for a in arrays:
+        if is_cupy_array(a):
+            return _cupy
+    return np
+
+
+def xp_for(device: str):
+    """The array module for a device name."""
+    return _import_cupy() if resolve_device(device) == "cuda" else np
+
+
+def device_of(a) -> str:
+    return "cuda" if is_cupy_array(a) else "cpu"
+
+
+def to_device(a, device: str):
+    """Copy an array to 'cpu' or 'cuda' (no copy when it is already there)."""
+    device = resolve_device(device)
+    if device == "cuda":
+        return _import_cupy().asarray(a)
+    return to_numpy(a)
+
+
+def to_numpy(a) -> np.ndarray:
+    """A NumPy array from a NumPy or CuPy array (or anything np.asarray takes)."""
+    if is_cupy_array(a):
+        return a.get()
+    return np.asarray(a)
+
+
+def scatter_add(target, indices, values) -> None:
+    """target[indices] += values, correct when indices repeat (the embedding backward).
+
+    NumPy's `target[idx] += v` keeps only one contribution per repeated index; `np.add.at`
+    accumulates all of them, and CuPy spells the same thing `cupyx.scatter_add`.
+    """
+    if is_cupy_array(target):
+        import cupyx  # noqa: PLC0415 - lives beside cupy
+
+        cupyx.scatter_add(target, indices, values)
+    else:
+        np.add.at(target, indices, values)
+
+
+def rng(seed: int | None) -> np.random.Generator:
+    """A seeded NumPy generator. Weights are drawn from it on the CPU and then moved, so CPU and
+    GPU runs start from the same numbers."""
+    return np.random.default_rng(seed)
+
+
+def uniform(generator: np.random.Generator, shape, like):
+    """Uniform [0, 1) numbers of `like`'s dtype and device, drawn from a seeded NumPy generator.
+
+    Drawing on the CPU and moving keeps dropout masks identical on both devices for one seed.
+    """
+    u = generator.random(shape, dtype=np.float64).astype(like.dtype)
+    return to_device(u, device_of(like)) if is_cupy_array(like) else u

@@ -1,0 +1,10 @@
+"""The ops as functions on Tensors: the vocabulary the model is written in.
+
+Each is a Function with a hand-written forward and backward in npgpt/ops/; its docstring there
+holds the math, the shapes, what is saved, and the derivation of the backward.
+"""
+
+from .ops.elementwise import add, div, exp, log, mul, neg, pow, sub, tanh
+from .ops.matmul import linear, matmul
+from .ops.reduce import max, mean, sum
+from .ops.shape import concatenate, getitem, reshape, split, transpose

@@ -1,0 +1,40 @@
+"""Small helpers shared by the ops."""
+
+from __future__ import annotations
+
+
+def unbroadcast(grad, shape: tuple[int, ...]):
+    """Sum `grad` down to `shape`, undoing NumPy broadcasting.
+
+    Broadcasting copies an input along new leading axes and along axes of size 1, so the input's
+    gradient is the sum over those copies.
+    """
+    if tuple(grad.shape) == tuple(shape):
+        return grad
+    lead = grad.ndim - len(shape)
+    if lead:
+        grad = grad.sum(axis=tuple(range(lead)))
+    axes = tuple(i for i, n in enumerate(shape) if n == 1 and grad.shape[i] != 1)
+    if axes:
+        grad = grad.sum(axis=axes, keepdims=True)
+    return grad
+
+
+def normalize_axes(axis, ndim: int) -> tuple[int, ...]:
+    """axis (None, int or tuple) as a sorted tuple of non-negative axes, checked against ndim."""
+    if axis is None:
+        return tuple(range(ndim))
+    axes = (axis,) if isinstance(axis, int) else tuple(axis)
+    out = []
+    for a in axes:
+        if not -ndim <= a < max(ndim, 1):
+            raise ValueError(f"axis {a} is out of range for a tensor of {ndim} dimensions")
+        out.append(a % max(ndim, 1))
+    return tuple(sorted(set(out)))
+
+
+def check_float(name: str, *arrays) -> None:
+    """Raise ValueError unless every array is floating point (the ops differentiate floats only)."""
+    for a in arrays:
+        if a.dtype.kind != "f":
+            raise ValueError(f"{name} needs floating-point inputs, got dtype {a.dtype} (shape {tuple(a.shape)})")

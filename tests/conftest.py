@@ -1,0 +1,38 @@
+"""Shared fixtures: hypothesis profiles and the `xp` fixture (NumPy always, CuPy where a GPU is)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from hypothesis import HealthCheck, settings
+
+# quick: make test and CI; derandomized, so every run draws the same examples, and no deadline, so a
+# slow or busy machine is never a failure. thorough: make test-thorough, random and many more examples.
+settings.register_profile(
+    "quick", max_examples=25, derandomize=True, deadline=None, print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+settings.register_profile(
+    "thorough", max_examples=400, deadline=None, print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "quick"))
+
+
+def _cupy_or_skip():
+    from npgpt.backend import cuda_available, xp_for
+
+    if not cuda_available():
+        pytest.skip("CuPy cases need CuPy and an NVIDIA GPU; none here (make test-gpu on a GPU machine)")
+    return xp_for("cuda")
+
+
+@pytest.fixture(params=["numpy", pytest.param("cupy", marks=pytest.mark.gpu)])
+def xp(request):
+    """The array module an op test runs on."""
+    if request.param == "numpy":
+        import numpy
+
+        return numpy
+    return _cupy_or_skip()

@@ -1,0 +1,74 @@
+"""Tolerances and the parity harness every op test uses.
+
+Error measure, for outputs and gradients alike:
+    worst |npgpt - torch| / max(1, worst |torch|)
+It is absolute for values of size up to 1 and relative beyond, so neither tiny nor huge values
+make a comparison meaningless.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from npgpt import Tensor
+from npgpt.backend import to_numpy
+
+TOL = {"float64": 1e-10, "float32": 1e-4}
+TORCH_DTYPE = {"float64": torch.float64, "float32": torch.float32}
+
+
+def rel_error(actual, expected) -> float:
+    a = np.asarray(to_numpy(actual), dtype=np.float64)
+    e = np.asarray(expected.detach().cpu().numpy() if isinstance(expected, torch.Tensor) else to_numpy(expected), dtype=np.float64)
+    if a.shape != e.shape:
+        raise AssertionError(f"shape mismatch: npgpt {a.shape} vs reference {e.shape}")
+    if a.size == 0:
+        return 0.0
+    if not (np.isfinite(a).all() and np.isfinite(e).all()):
+        same = np.array_equal(np.isnan(a), np.isnan(e)) and np.array_equal(a[~np.isfinite(a)], e[~np.isfinite(e)])
+        if not same:
+            return float("inf")
+        a, e = a[np.isfinite(a)], e[np.isfinite(e)]
+        if a.size == 0:
+            return 0.0
+    return float(np.max(np.abs(a - e)) / max(1.0, float(np.max(np.abs(e)))))
+
+
+def assert_close(actual, expected, dtype: str = "float64", what: str = "value", tol: float | None = None) -> None:
+    tol = TOL[dtype] if tol is None else tol
+    err = rel_error(actual, expected)
+    assert err <= tol, f"{what}: error {err:.3e} > tolerance {tol:.0e} ({dtype})"
+
+
+def check_parity(np_fn, torch_fn, args: dict, *, dtype: str = "float64", xp=np, seed: int = 0,
+                 grads: tuple[str, ...] | None = None, options: dict | None = None):
+    """Run an op in npgpt and in PyTorch on the same inputs; compare y and every input's gradient.
+
+    args: name -> NumPy array. Floating arrays are cast to `dtype` and become differentiable inputs
+    (or only those named in `grads`); integer arrays pass through as they are.
+    The backward goes through a random upstream gradient dy: loss = sum(y * dy).
+    Returns (y_npgpt, y_torch) for further checks.
+    """
+    options = options or {}
+    np_dtype = np.dtype(dtype)
+    ours, theirs = {}, {}
+    for name, a in args.items():
+        a = np.asarray(a)
+        diff = a.dtype.kind == "f" and (grads is None or name in grads)
+        if a.dtype.kind == "f":
+            a = a.astype(np_dtype)
+        ours[name] = Tensor(xp.asarray(a), requires_grad=diff)
+        theirs[name] = torch.tensor(a, requires_grad=diff)
+    y = np_fn(**ours, **options)
+    yt = torch_fn(**theirs, **options)
+    assert_close(y.data, yt, dtype, "forward")
+    rng = np.random.default_rng(seed)
+    dy = rng.standard_normal(y.shape).astype(np_dtype)
+    y.backward(xp.asarray(dy))
+    (yt * torch.tensor(dy)).sum().backward()
+    for name, t in ours.items():
+        if t.requires_grad:
+            assert t.grad is not None, f"no gradient reached input {name!r}"
+            assert_close(t.grad, theirs[name].grad, dtype, f"grad of {name}")
+    return y, yt
