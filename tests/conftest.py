@@ -28,7 +28,8 @@ def _cupy_or_skip():
     return xp_for("cuda")
 
 
-@pytest.fixture(params=["numpy", pytest.param("cupy", marks=pytest.mark.gpu)])
+# module scope, so hypothesis @given tests can take it (a function-scoped fixture fails its health check)
+@pytest.fixture(scope="module", params=["numpy", pytest.param("cupy", marks=pytest.mark.gpu)])
 def xp(request):
     """The array module an op test runs on."""
     if request.param == "numpy":
