@@ -26,7 +26,7 @@ def rel_error(actual, expected) -> float:
     if a.size == 0:
         return 0.0
     if not (np.isfinite(a).all() and np.isfinite(e).all()):
-        same = np.array_equal(np.isnan(a), np.isnan(e)) and np.array_equal(a[~np.isfinite(a)], e[~np.isfinite(e)])
+        same = np.array_equal(np.isnan(a), np.isnan(e)) and np.array_equal(a[~np.isfinite(a)], e[~np.isfinite(e)], equal_nan=True)
         if not same:
             return float("inf")
         a, e = a[np.isfinite(a)], e[np.isfinite(e)]
