@@ -1,8 +1,9 @@
 """npgpt: a GPT written from scratch on NumPy, every backward by hand and checked against PyTorch."""
 
 from .backend import cuda_available
+from .model import GPT, GPTConfig
 from .tensor import Tensor, no_grad, tensor
 
 __version__ = "0.1.0"
 
-__all__ = ["Tensor", "tensor", "no_grad", "cuda_available", "__version__"]
+__all__ = ["Tensor", "tensor", "no_grad", "cuda_available", "__version__", "GPT", "GPTConfig"]

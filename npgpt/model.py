@@ -1,0 +1,203 @@
+"""GPTConfig and GPT: token + position embedding, n_layer pre-norm blocks, final layernorm, head.
+
+Parameter names and layouts are GPT-2's, so `state_dict()` is a GPT-2 state dict:
+    transformer.wte.weight (V, C)            transformer.wpe.weight (block_size, C)  [learned only]
+    transformer.h.{i}.ln_1.weight/bias (C,)  transformer.h.{i}.attn.c_attn.weight (C, 3C) / bias (3C,)
+    transformer.h.{i}.attn.c_proj (C, C)     transformer.h.{i}.ln_2, .mlp.c_fc (C, 4C), .mlp.c_proj (4C, C)
+    transformer.ln_f.weight/bias (C,)        lm_head.weight (V, C)  [only when tie_embeddings=False]
+Linear weights are (in, out), used as x @ W. The head is (V, C) as in GPT-2/HF, tied or not:
+logits = x @ W^T, so an untied head loads from HF's `lm_head.weight` as a copy.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import functional as F
+from .backend import get_xp, resolve_device, resolve_dtype, rng, to_device
+from .nn import Block, Embedding, LayerNorm, Linear, Module, ModuleList, Parameter
+from .tensor import Tensor
+
+POS_ENCODINGS = ("learned", "sinusoidal")
+ACTIVATIONS = {"gelu_tanh": "tanh", "gelu": "none"}  # config name -> gelu's `approximate`
+
+
+@dataclass(frozen=True)
+class GPTConfig:
+    vocab_size: int
+    block_size: int
+    n_layer: int
+    n_head: int
+    n_embd: int
+    dropout: float = 0.0
+    bias: bool = True
+    pos_encoding: str = "learned"
+    activation: str = "gelu_tanh"
+    tie_embeddings: bool = True
+    ln_eps: float = 1e-5
+
+    def __post_init__(self):
+        for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+                raise ValueError(f"GPTConfig.{name} must be a positive integer, got {v!r}")
+        if self.n_embd % self.n_head:
+            raise ValueError(f"GPTConfig.n_embd={self.n_embd} must be divisible by n_head={self.n_head}")
+        if isinstance(self.dropout, bool) or not isinstance(self.dropout, (int, float)) or not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"GPTConfig.dropout must be in [0, 1), got {self.dropout!r}")
+        if self.pos_encoding not in POS_ENCODINGS:
+            raise ValueError(f"GPTConfig.pos_encoding must be one of {POS_ENCODINGS}, got {self.pos_encoding!r}")
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"GPTConfig.activation must be one of {tuple(ACTIVATIONS)}, got {self.activation!r}")
+        for name in ("bias", "tie_embeddings"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"GPTConfig.{name} must be a bool, got {getattr(self, name)!r}")
+        if isinstance(self.ln_eps, bool) or not isinstance(self.ln_eps, (int, float)) or not self.ln_eps > 0:
+            raise ValueError(f"GPTConfig.ln_eps must be a positive number, got {self.ln_eps!r}")
+
+    @property
+    def head_size(self) -> int:
+        return self.n_embd // self.n_head
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "GPTConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"GPTConfig.from_dict: unknown keys {unknown}; known keys are {sorted(known)}")
+        missing = sorted(f.name for f in dataclasses.fields(cls)
+                         if f.name not in d and f.default is dataclasses.MISSING)
+        if missing:
+            raise ValueError(f"GPTConfig.from_dict: missing required keys {missing}")
+        return cls(**d)
+
+
+class GPT(Module):
+    """A GPT-2 style decoder-only transformer.
+
+    model(idx, targets=None) -> (logits (B, T, V), loss or None).
+    Weights are drawn from `npgpt.backend.rng(seed)` in float64 on the CPU, then cast to `dtype`
+    and moved to `device`: the same seed gives the same model on CPU and GPU. Dropout masks come
+    from `model.dropout_generator`, a NumPy Generator seeded from `seed` as well; its
+    `bit_generator.state` is what a checkpoint saves to resume exactly.
+    """
+
+    def __init__(self, config: GPTConfig, seed: int = 0, dtype="float32", device: str | None = "cpu"):
+        super().__init__()
+        if not isinstance(config, GPTConfig):
+            raise ValueError(f"GPT needs a GPTConfig, got {type(config).__name__}")
+        object.__setattr__(self, "config", config)
+        object.__setattr__(self, "dtype", resolve_dtype(dtype))
+        object.__setattr__(self, "device", resolve_device(device))
+        c, dt, dev = config, self.dtype, self.device
+        t = Module()
+        t.wte = Embedding(c.vocab_size, c.n_embd, dt, dev)
+        if c.pos_encoding == "learned":
+            t.wpe = Embedding(c.block_size, c.n_embd, dt, dev)
+        t.h = ModuleList(
+            Block(c.n_embd, c.n_head, c.bias, c.dropout, ACTIVATIONS[c.activation], c.ln_eps, dt, dev)
+            for _ in range(c.n_layer)
+        )
+        t.ln_f = LayerNorm(c.n_embd, c.bias, c.ln_eps, dt, dev)
+        self.transformer = t
+        if not c.tie_embeddings:
+            self.lm_head = Module()
+            self.lm_head.weight = Parameter(to_device(np.zeros((c.vocab_size, c.n_embd), dt), dev))
+        sin = None
+        if c.pos_encoding == "sinusoidal":
+            sin = to_device(F.sinusoidal_positions(c.block_size, c.n_embd, dtype=dt), dev)
+        object.__setattr__(self, "_sinusoid", sin)  # (block_size, C), a constant
+        self._init_weights(seed)
+        object.__setattr__(self, "_dropout_generator", rng([seed, 1]))
+
+    # --- initialisation ---------------------------------------------------------------------
+    def _init_weights(self, seed: int) -> None:
+        """GPT-2's init: weights N(0, 0.02), residual projections (c_proj) N(0, 0.02/sqrt(2*n_layer)),
+        biases 0, layernorm weights 1. Drawn in named_parameters order from one generator."""
+        g = rng(seed)
+        proj_std = 0.02 / math.sqrt(2 * self.config.n_layer)
+        layernorms = {id(m.weight) for _, m in self.named_modules() if isinstance(m, LayerNorm)}
+        for name, p in self.named_parameters():
+            if id(p) in layernorms:
+                value = np.ones(p.shape)
+            elif name.endswith(".bias"):
+                value = np.zeros(p.shape)
+            else:
+                std = proj_std if name.endswith("c_proj.weight") else 0.02
+                value = g.normal(0.0, std, size=p.shape)
+            p.data[...] = to_device(value.astype(self.dtype), self.device)
+
+    # --- dropout randomness -----------------------------------------------------------------
+    @property
+    def dropout_generator(self) -> np.random.Generator:
+        return self._dropout_generator
+
+    @dropout_generator.setter
+    def dropout_generator(self, g: np.random.Generator) -> None:
+        if not isinstance(g, np.random.Generator):
+            raise ValueError(f"dropout_generator must be a numpy.random.Generator, got {type(g).__name__}")
+        object.__setattr__(self, "_dropout_generator", g)
+
+    # --- forward ----------------------------------------------------------------------------
+    def _check_ids(self, a, what: str, allow_ignore: bool = False):
+        """a (B, T) integer array on the model's device; raise a clear error otherwise."""
+        a = a.data if isinstance(a, Tensor) else a
+        if not hasattr(a, "dtype"):
+            a = np.asarray(a)
+        if a.dtype.kind not in "iu":
+            raise ValueError(f"{what} must hold integer token ids, got dtype {a.dtype}")
+        if a.ndim != 2:
+            raise ValueError(f"{what} must have shape (B, T), got shape {tuple(a.shape)} ({a.ndim} dimensions)")
+        B, T = a.shape
+        if B < 1 or T < 1:
+            raise ValueError(f"{what} must have B >= 1 and T >= 1, got shape {tuple(a.shape)}")
+        if T > self.config.block_size:
+            raise ValueError(f"{what} has length T={T}, longer than block_size={self.config.block_size}")
+        xp = get_xp(a)
+        lo, hi = int(xp.min(a)), int(xp.max(a))
+        V = self.config.vocab_size
+        if allow_ignore:
+            bad = (a != -100) & ((a < 0) | (a >= V))
+            if bool(xp.any(bad)):
+                raise IndexError(f"{what} holds ids outside [0, vocab_size={V}) other than ignore_index -100 "
+                                 f"(min {lo}, max {hi})")
+        elif lo < 0 or hi >= V:
+            raise IndexError(f"{what} holds ids outside [0, vocab_size={V}): min {lo}, max {hi}")
+        return to_device(a, self.device) if get_xp(a) is not self.xp else a
+
+    @property
+    def xp(self):
+        return get_xp(self.transformer.wte.weight.data)
+
+    def forward(self, idx, targets=None):
+        """idx (B, T) integer ids -> (logits (B, T, V), mean cross-entropy over targets or None)."""
+        idx = self._check_ids(idx, "idx")
+        B, T = idx.shape
+        if targets is not None:
+            targets = self._check_ids(targets, "targets", allow_ignore=True)
+            if tuple(targets.shape) != (B, T):
+                raise ValueError(f"targets must have idx's shape {(B, T)}, got {tuple(targets.shape)}")
+        c, tr, gen = self.config, self.transformer, self._dropout_generator
+        x = tr.wte(idx)  # (B, T, C)
+        if c.pos_encoding == "learned":
+            x = x + F.position_embedding(T, tr.wpe.weight)  # (T, C) broadcast over B
+        else:
+            x = x + Tensor(self._sinusoid[:T])
+        if self.training and c.dropout > 0:
+            x = F.dropout(x, c.dropout, True, generator=gen)
+        for block in tr.h:
+            x = block(x, generator=gen)
+        x = tr.ln_f(x)
+        head = tr.wte.weight if c.tie_embeddings else self.lm_head.weight  # (V, C)
+        logits = F.linear(x, F.transpose(head, (1, 0)))  # (B, T, V)
+        loss = None
+        if targets is not None:
+            loss = F.cross_entropy(F.reshape(logits, (B * T, c.vocab_size)), targets.reshape(B * T))
+        return logits, loss
