@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -50,3 +51,54 @@ def cross_entropy(logits, targets, ignore_index=-100):
     """Mean negative log-likelihood of targets under softmax(logits), rows with ignore_index skipped."""
     V = logits.shape[-1]
     return F.cross_entropy(logits.reshape(-1, V), targets.reshape(-1).long(), ignore_index=ignore_index)
+
+
+def embedding(ids, w):
+    """Rows of w (V, C) picked by integer ids of any shape -> (*ids.shape, C)."""
+    return F.embedding(torch.as_tensor(ids).long(), w)
+
+
+def position_embedding(T, wpe):
+    """Learned positions: rows 0..T-1 of wpe -> (T, C)."""
+    return F.embedding(torch.arange(T, device=wpe.device), wpe)
+
+
+def sinusoidal_positions(T, C, dtype=None, like=None):
+    """Vaswani et al.'s table: PE[p, 2i] = sin(p / 10000^(2i/C)), PE[p, 2i+1] = cos(same); odd C ends in a sin."""
+    dtype = (like.dtype if like is not None else torch.float32) if dtype is None else getattr(torch, str(dtype))
+    device = like.device if like is not None else None
+    pe = torch.zeros(T, C + (C % 2), dtype=torch.float64, device=device)
+    pos = torch.arange(T, dtype=torch.float64, device=device).unsqueeze(1)
+    freq = torch.pow(10000.0, torch.arange(0, C, 2, dtype=torch.float64, device=device) / C)
+    pe[:, 0::2] = torch.sin(pos / freq)
+    pe[:, 1::2] = torch.cos(pos / freq)
+    return pe[:, :C].to(dtype)
+
+
+def layer_norm(x, w, b=None, eps=1e-5):
+    """LayerNorm over the last axis, b=None for no shift."""
+    return F.layer_norm(x, (x.shape[-1],), w, b, eps)
+
+
+def gelu(x, approximate="tanh"):
+    """GELU: approximate="tanh" (GPT-2) or "none" (exact erf)."""
+    return F.gelu(x, approximate=approximate)
+
+
+def softmax(x, axis=-1):
+    return torch.softmax(x, dim=axis)
+
+
+def dropout(x, p, training, generator=None):
+    """Inverted dropout drawing the same mask npgpt draws from the same numpy Generator state:
+    u = generator.random(shape) in float64, cast to x's dtype, keep = u >= p."""
+    if not training or p == 0:
+        return x
+    u = torch.from_numpy(generator.random(tuple(x.shape), dtype=np.float64)).to(x.dtype)
+    keep = (u >= p).to(x.device)
+    return x * keep / (1.0 - p)
+
+
+def mlp(x, w_fc, b_fc, w_proj, b_proj, approximate="tanh"):
+    """GPT-2's feed-forward block: linear -> GELU -> linear, w stored (in, out)."""
+    return linear(gelu(linear(x, w_fc, b_fc), approximate), w_proj, b_proj)
