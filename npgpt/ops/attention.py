@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import math
 
-from ..backend import get_xp, rng, uniform
+from ..backend import get_xp, rng
 from ..function import Function
 from ..tensor import Tensor
 from ._util import check_float
+from .dropout import dropout_keep
 
 _CAUSAL_BIAS: dict = {}  # (array module, T, dtype) -> (T, T) additive mask: 0 on/below the diagonal, -inf above
 
@@ -27,14 +28,6 @@ def _causal_bias(xp, T: int, dtype):
         bias = xp.where(future, -xp.inf, 0.0).astype(dtype)  # (T, T)
         _CAUSAL_BIAS[key] = bias
     return bias
-
-
-def dropout_keep(generator, shape, p: float, like):
-    """The attention-dropout keep mask: u = uniform(generator, shape, like); keep = u >= p.
-
-    Public so a test (or the PyTorch twin) can redraw the very mask npgpt used from the same seed.
-    """
-    return uniform(generator, shape, like) >= p
 
 
 class Attention(Function):
@@ -83,8 +76,7 @@ class Attention(Function):
             if generator is None:
                 generator = rng(None)
             keep = dropout_keep(generator, att.shape, dropout, att)
-            self.mask = keep * (1.0 / (1.0 - dropout) if dropout < 1 else 0.0)  # (B, NH, T, T)
-            self.mask = self.mask.astype(att.dtype, copy=False)
+            self.mask = keep.astype(att.dtype) * att.dtype.type(1.0 / (1.0 - dropout))  # (B, NH, T, T)
             att = att * self.mask
         Y = att @ v  # 6. (B, NH, T, HS)
         return Y.transpose(0, 2, 1, 3).reshape(B, T, C)  # 7. (B, T, C)
@@ -116,8 +108,8 @@ def attention(qkv, n_head: int, dropout: float = 0.0, training: bool = False, ge
     """Causal multi-head self-attention core: qkv (B, T, 3C) from c_attn -> y (B, T, C).
 
     Dropout on the attention probabilities is active only when `training` and `dropout > 0`; its
-    mask is drawn with `dropout_keep(generator, (B, NH, T, T), dropout, qkv)` (a fresh unseeded
-    generator when none is given).
+    mask is `npgpt.ops.dropout.dropout_keep(generator, (B, NH, T, T), dropout, qkv)`, so a test can
+    redraw it from the same seed (a fresh unseeded generator when none is given).
     """
     shape = tuple(qkv.shape)
     if len(shape) != 3 or shape[-1] % 3:
@@ -127,7 +119,7 @@ def attention(qkv, n_head: int, dropout: float = 0.0, training: bool = False, ge
     C = shape[-1] // 3
     if C % n_head:
         raise ValueError(f"attention: C = {C} (qkv {shape}) is not divisible by n_head = {n_head}")
-    if not 0.0 <= dropout <= 1.0:
-        raise ValueError(f"attention dropout must lie in [0, 1], got {dropout}")
+    if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0.0 <= dropout < 1.0:
+        raise ValueError(f"attention dropout must be a probability in [0, 1), got {dropout!r}")
     check_float("attention", qkv.data if isinstance(qkv, Tensor) else qkv)
     return Attention.apply(qkv, n_head=n_head, dropout=float(dropout), training=bool(training), generator=generator)
