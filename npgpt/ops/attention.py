@@ -8,6 +8,7 @@ dozen, and backward saves only q, k, v, the probabilities and the dropout mask.
 from __future__ import annotations
 
 import math
+from numbers import Integral
 
 from ..backend import get_xp, rng
 from ..function import Function
@@ -43,10 +44,10 @@ class Attention(Function):
       7. y = Y with heads merged back                                                    (B, T, C)
 
     Shapes:   qkv (B, T, 3C)  ->  y (B, T, C)
-    Saved:    q, k, v (views of qkv), P, and keep / (1 - p) when dropout is active
+    Saved:    q, k, v (views of qkv), P, and the boolean keep mask when dropout is active
     Backward: walking the steps in reverse, with dy (B, T, C):
       7. dY = dy split into heads                                       (B, NH, T, HS)
-      6. dA = dY @ v^T,   dv = A^T @ dY                                 (A recomputed as P * mask)
+      6. dA = dY @ v^T,   dv = A^T @ dY                       (A recomputed as P * keep / (1 - p))
       5. dP = dA * keep / (1 - p)
       4. softmax: P_ij = e^S_ij / sum_l e^S_il gives dS_ij = P_ij (dP_ij - sum_l dP_il P_il),
          i.e. dS = P * (dP - sum(dP * P, -1))
@@ -71,28 +72,30 @@ class Attention(Function):
         xp.exp(att, out=att)
         att /= att.sum(axis=-1, keepdims=True)
         self.q, self.k, self.v, self.P = q, k, v, att
-        self.mask = None
+        self.keep = None
         if training and dropout > 0:  # 5.
             if generator is None:
                 generator = rng(None)
-            keep = dropout_keep(generator, att.shape, dropout, att)
-            self.mask = keep.astype(att.dtype) * att.dtype.type(1.0 / (1.0 - dropout))  # (B, NH, T, T)
-            att = att * self.mask
+            self.keep = dropout_keep(generator, att.shape, dropout, att)  # (B, NH, T, T) booleans
+            self.inv_keep_prob = att.dtype.type(1.0 / (1.0 - dropout))
+            att = att * self.keep
+            att *= self.inv_keep_prob
         Y = att @ v  # 6. (B, NH, T, HS)
         return Y.transpose(0, 2, 1, 3).reshape(B, T, C)  # 7. (B, T, C)
 
     def backward(self, dy):
         xp = get_xp(dy)
-        q, k, v, P, mask = self.q, self.k, self.v, self.P, self.mask
+        q, k, v, P, keep = self.q, self.k, self.v, self.P, self.keep
         B, NH, T, HS = q.shape
         scale = 1.0 / math.sqrt(HS)
 
         dY = dy.reshape(B, T, NH, HS).transpose(0, 2, 1, 3)  # 7. (B, NH, T, HS)
-        A = P if mask is None else P * mask
+        A = P if keep is None else P * keep * self.inv_keep_prob
         dv = A.swapaxes(-1, -2) @ dY  # 6. (B, NH, T, HS)
         dP = dY @ v.swapaxes(-1, -2)  # 6. (B, NH, T, T)
-        if mask is not None:
-            dP *= mask  # 5.
+        if keep is not None:
+            dP *= keep  # 5.
+            dP *= self.inv_keep_prob
         dP -= (dP * P).sum(axis=-1, keepdims=True)  # 4. dS = P * (dP - sum(dP * P))
         dP *= P
         dP *= scale  # 3. nothing to do; 2. fold s into dS once
@@ -114,7 +117,7 @@ def attention(qkv, n_head: int, dropout: float = 0.0, training: bool = False, ge
     shape = tuple(qkv.shape)
     if len(shape) != 3 or shape[-1] % 3:
         raise ValueError(f"attention needs qkv of shape (B, T, 3C), got {shape}")
-    if isinstance(n_head, bool) or not isinstance(n_head, int) or n_head < 1:
+    if isinstance(n_head, bool) or not isinstance(n_head, Integral) or n_head < 1:
         raise ValueError(f"attention needs a positive integer n_head, got {n_head!r}")
     C = shape[-1] // 3
     if C % n_head:
@@ -122,4 +125,4 @@ def attention(qkv, n_head: int, dropout: float = 0.0, training: bool = False, ge
     if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0.0 <= dropout < 1.0:
         raise ValueError(f"attention dropout must be a probability in [0, 1), got {dropout!r}")
     check_float("attention", qkv.data if isinstance(qkv, Tensor) else qkv)
-    return Attention.apply(qkv, n_head=n_head, dropout=float(dropout), training=bool(training), generator=generator)
+    return Attention.apply(qkv, n_head=int(n_head), dropout=float(dropout), training=bool(training), generator=generator)
