@@ -36,10 +36,10 @@ class MatMul(Function):
         a2 = a[None, :] if a.ndim == 1 else a  # (1, K)
         b2 = b[:, None] if b.ndim == 1 else b  # (K, 1)
         dy2 = dy
+        if b.ndim == 1:  # first, so a 0-d dy (vector @ vector) gets its axes back too
+            dy2 = dy2[..., None]  # (..., N, 1)
         if a.ndim == 1:
-            dy2 = dy2[..., None, :]
-        if b.ndim == 1:
-            dy2 = dy2[..., :, None]
+            dy2 = dy2[..., None, :]  # (..., 1, M)
         da = db = None
         if self.needs_grad[0]:
             da = unbroadcast(dy2 @ _swap(b2), a2.shape).reshape(a.shape)
