@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from numbers import Real
+
 from ..backend import rng, uniform
 from ..function import Function
 from ..tensor import Tensor
@@ -41,7 +43,7 @@ def dropout(x, p: float, training: bool, generator=None):
     numpy Generator (npgpt.backend.rng(seed)); without one, a fresh unseeded generator is used and
     the mask cannot be reproduced.
     """
-    if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= p < 1.0:
+    if isinstance(p, bool) or not isinstance(p, Real) or not 0.0 <= p < 1.0:
         raise ValueError(f"dropout: p must be a probability in [0, 1), got {p!r}")
     if not training or p == 0:
         return x

@@ -57,6 +57,11 @@ def test_dropout_backward_uses_the_forward_mask():
     np.testing.assert_array_equal(x.grad[~kept], 0)
 
 
+def test_dropout_accepts_numpy_scalars():
+    y = dropout(Tensor(np.ones(1000)), np.float32(0.5), True, rng(0)).numpy()
+    assert 0.3 < (y == 0).mean() < 0.7
+
+
 def test_dropout_eval_and_p0_return_x_itself():
     x = Tensor(np.ones((3, 3)), requires_grad=True)
     assert dropout(x, 0.5, False) is x
