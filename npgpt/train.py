@@ -1,0 +1,297 @@
+"""The training loop: TrainConfig, train(), and the resume / fine-tune starts.
+
+    it = start
+    loop:
+      at it % eval_interval == 0 and at it == max_iters: evaluate train and val loss (eval mode,
+          no_grad, eval_iters batches from a generator seeded by (seed, it), so evaluating never
+          moves the training stream); better val -> best.safetensors; always_save_checkpoint -> ckpt.safetensors
+      stop at max_iters (saving ckpt.safetensors), or after Ctrl-C (saving ckpt.safetensors)
+      lr = cosine_lr(it) (or lr when decay_lr is off)
+      grad_accum micro-batches: loss / grad_accum, backward (gradients add up)
+      loss or gradient norm not finite -> TrainingDiverged naming the step; the files on disk are
+          the last good state
+      clip the gradient norm to grad_clip (0: no clipping), AdamW step, it += 1
+
+Randomness: weights from GPT(seed); the training batches from rng([seed, 2]); dropout masks from
+model.dropout_generator. A checkpoint stores the states of both generators, so a resumed run
+draws exactly the batches and masks the uninterrupted run would have drawn.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .checkpoint import BEST, LATEST, load_checkpoint, save_checkpoint
+from .data import TokenData
+from .model import GPT, GPTConfig
+from .optim import clip_grad_norm, configure_optimizer, cosine_lr
+from .tensor import no_grad
+from .trainlog import Progress, TrainLog, plot_losses
+
+MODEL_FIELDS = ("n_layer", "n_head", "n_embd", "block_size", "bias", "pos_encoding", "activation", "tie_embeddings")
+
+
+def _h(text: str, default=dataclasses.MISSING):
+    return field(default=default, metadata={"help": text})
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    # I/O and start
+    out_dir: str = _h("where checkpoints, log.jsonl and loss.png go", "out")
+    data_dir: str = _h("a directory made by `npgpt prepare`", "data")
+    init_from: str = _h("'scratch', 'resume' (from out_dir), or a checkpoint file/directory to fine-tune from", "scratch")
+    # evaluation and logging
+    eval_interval: int = _h("evaluate (and maybe save) every this many steps", 250)
+    eval_iters: int = _h("batches per split in each evaluation", 200)
+    log_interval: int = _h("log the training loss every this many steps", 10)
+    always_save_checkpoint: bool = _h("save ckpt.safetensors at every evaluation, not only at the end", False)
+    plot: bool = _h("draw out_dir/loss.png at the end (needs matplotlib)", True)
+    progress: bool = _h("show a tqdm progress bar (plain log lines without tqdm)", True)
+    # data
+    batch_size: int = _h("sequences per micro-batch", 12)
+    block_size: int = _h("context length in tokens", 64)
+    grad_accum: int = _h("micro-batches per optimizer step (gradient_accumulation_steps)", 1)
+    # model (ignored on resume and fine-tune, which take the checkpoint's shape)
+    n_layer: int = _h("transformer blocks", 4)
+    n_head: int = _h("attention heads", 4)
+    n_embd: int = _h("embedding width", 128)
+    dropout: float = _h("dropout probability", 0.0)
+    bias: bool = _h("biases in linear and layernorm layers", True)
+    pos_encoding: str = _h("'learned' or 'sinusoidal'", "learned")
+    activation: str = _h("'gelu_tanh' or 'gelu'", "gelu_tanh")
+    tie_embeddings: bool = _h("share the token embedding with the output head", True)
+    # optimizer and schedule
+    max_iters: int = _h("optimizer steps in all (a resumed run continues up to this)", 2000)
+    lr: float = _h("peak learning rate", 1e-3)
+    min_lr: float = _h("learning rate at the end of the cosine decay", 1e-4)
+    warmup_iters: int = _h("linear warmup steps", 100)
+    lr_decay_iters: int | None = _h("step where the cosine reaches min_lr (none: max_iters)", None)
+    decay_lr: bool = _h("use warmup + cosine decay; off: constant lr", True)
+    weight_decay: float = _h("AdamW weight decay on matrices and embeddings", 0.1)
+    beta1: float = _h("AdamW beta1", 0.9)
+    beta2: float = _h("AdamW beta2", 0.99)
+    grad_clip: float = _h("clip the global gradient norm to this (0: off)", 1.0)
+    # system
+    seed: int = _h("seed for weights, batches and dropout", 1337)
+    dtype: str = _h("'float32' or 'float64'", "float32")
+    device: str = _h("'cpu' or 'cuda' (CuPy)", "cpu")
+
+    def __post_init__(self):
+        for name in ("eval_interval", "eval_iters", "log_interval", "batch_size", "block_size", "grad_accum"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"TrainConfig.{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("max_iters", "warmup_iters"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"TrainConfig.{name} must be >= 0, got {getattr(self, name)}")
+        if not (self.lr > 0 and 0 <= self.min_lr <= self.lr):
+            raise ValueError(f"TrainConfig needs lr > 0 and 0 <= min_lr <= lr, got lr={self.lr}, min_lr={self.min_lr}")
+        if self.decay_lr and self.warmup_iters > self.decay_iters:
+            raise ValueError(f"TrainConfig.warmup_iters={self.warmup_iters} exceeds the decay end {self.decay_iters}")
+        if self.grad_clip < 0 or self.weight_decay < 0:
+            raise ValueError(f"TrainConfig.grad_clip and weight_decay must be >= 0, got {self.grad_clip}, {self.weight_decay}")
+        if self.dtype not in ("float32", "float64") or self.device not in ("cpu", "cuda"):
+            raise ValueError(f"TrainConfig: dtype must be float32/float64 and device cpu/cuda, got {self.dtype!r}, {self.device!r}")
+        if not self.init_from:
+            raise ValueError("TrainConfig.init_from must be 'scratch', 'resume' or a checkpoint path")
+
+    @property
+    def decay_iters(self) -> int:
+        return self.max_iters if self.lr_decay_iters is None else self.lr_decay_iters
+
+    def lr_at(self, it: int) -> float:
+        if not self.decay_lr:
+            return self.lr
+        return cosine_lr(it, self.lr, self.min_lr, self.warmup_iters, self.decay_iters)
+
+    def model_config(self, vocab_size: int) -> GPTConfig:
+        return GPTConfig(vocab_size=vocab_size, dropout=self.dropout, **{k: getattr(self, k) for k in MODEL_FIELDS})
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss or the gradient norm stopped being a finite number."""
+
+
+@dataclass
+class TrainResult:
+    iter_num: int
+    best_val_loss: float | None
+    last_eval: dict | None
+    interrupted: bool
+    model: GPT
+    config: TrainConfig
+
+
+def _check_tokenizer(data: TokenData, ckpt, what: str) -> None:
+    if ckpt.tokenizer is not None and ckpt.tokenizer != data.tokenizer.to_dict():
+        old, new = ckpt.load_tokenizer(), data.tokenizer
+        raise ValueError(
+            f"{what}: the checkpoint {ckpt.path} was trained with a {old.type_name} tokenizer of vocab {old.vocab_size}, "
+            f"but {data.data_dir} was prepared with a different {new.type_name} tokenizer of vocab {new.vocab_size}; "
+            f"prepare the new text with the checkpoint's tokenizer: `npgpt prepare TEXT --out DIR --tokenizer-file "
+            f"{os.path.join(os.path.dirname(ckpt.path), 'tokenizer.json')}`"
+        )
+
+
+def _start(cfg: TrainConfig, data: TokenData, log):
+    """(config, model, checkpoint or None) for cfg.init_from."""
+    if cfg.init_from == "scratch":
+        return cfg, GPT(cfg.model_config(data.vocab_size), seed=cfg.seed, dtype=cfg.dtype, device=cfg.device), None
+    resume = cfg.init_from == "resume"
+    ckpt = load_checkpoint(cfg.out_dir if resume else cfg.init_from, prefer=LATEST if resume else BEST)
+    _check_tokenizer(data, ckpt, "resume" if resume else "fine-tune")
+    shape = {k: ckpt.model_config[k] for k in MODEL_FIELDS}
+    changed = {k: (getattr(cfg, k), v) for k, v in shape.items() if getattr(cfg, k) != v}
+    if changed:
+        log(f"model shape from {ckpt.path}: " + ", ".join(f"{k}={v}" for k, (_, v) in changed.items()))
+    cfg = dataclasses.replace(cfg, **shape)
+    model = GPT(ckpt.gpt_config(dropout=cfg.dropout), seed=cfg.seed, dtype=cfg.dtype, device=cfg.device)
+    model.load_state_dict(ckpt.model_state)
+    log(f"{'resuming' if resume else 'fine-tuning'} from {ckpt.path} (step {ckpt.iter_num})")
+    return cfg, model, ckpt
+
+
+def estimate_loss(model: GPT, data: TokenData, cfg: TrainConfig, it: int) -> dict:
+    """Mean loss over eval_iters batches of each split, in eval mode under no_grad; train mode after."""
+    was_training = model.training
+    model.eval()
+    out = {}
+    try:
+        with no_grad():
+            for k, split in enumerate(("train", "val")):
+                g = np.random.default_rng([cfg.seed, 3, it, k])
+                losses = [model(*data.get_batch(split, cfg.batch_size, cfg.block_size, g))[1].item()
+                          for _ in range(cfg.eval_iters)]
+                out[split] = float(np.mean(losses))
+    finally:
+        model.train(was_training)
+    return out
+
+
+class _StopFlag:
+    """Ctrl-C sets a flag the loop checks between steps; a second Ctrl-C interrupts at once."""
+
+    def __init__(self):
+        self.set = False
+        self._old = None
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self._old = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        if self.set:
+            raise KeyboardInterrupt
+        self.set = True
+
+    def __exit__(self, *exc):
+        if self._old is not None:
+            signal.signal(signal.SIGINT, self._old)
+
+
+def train(cfg: TrainConfig, log=print) -> TrainResult:
+    """Train as cfg says; see the module docstring. Raises TrainingDiverged on a non-finite loss."""
+    data = TokenData(cfg.data_dir)
+    cfg, model, ckpt = _start(cfg, data, log)
+    data.check_block_size(cfg.block_size)
+    optimizer = configure_optimizer(model, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(cfg.beta1, cfg.beta2))
+    batch_gen = np.random.default_rng([cfg.seed, 2])
+    it, best = 0, None
+    if ckpt is not None and cfg.init_from == "resume":
+        if ckpt.optimizer_state is not None:
+            optimizer.load_state_dict(ckpt.optimizer_state)
+        batch_gen.bit_generator.state = ckpt.rng["batches"]
+        model.dropout_generator.bit_generator.state = ckpt.rng["dropout"]
+        it, best = ckpt.iter_num, ckpt.best_val_loss
+    os.makedirs(cfg.out_dir, exist_ok=True)
+    data.tokenizer.save(os.path.join(cfg.out_dir, "tokenizer.json"))
+    tlog = TrainLog(os.path.join(cfg.out_dir, "log.jsonl"), append=cfg.init_from == "resume")
+    tlog.write({"event": "start", "iter": it, "config": dataclasses.asdict(cfg), "params": model.num_params()})
+    log(f"{model.num_params():,} parameters, {data.vocab_size} tokens in the vocabulary, "
+        f"{len(data.train):,} train / {len(data.val):,} val tokens, steps {it} -> {cfg.max_iters}")
+
+    def save(name: str) -> None:
+        rng = {"batches": batch_gen.bit_generator.state, "dropout": model.dropout_generator.bit_generator.state}
+        save_checkpoint(os.path.join(cfg.out_dir, name), model=model, optimizer=optimizer, iter_num=it,
+                        best_val_loss=best, train_config=cfg, rng=rng, tokenizer=data.tokenizer)
+
+    params = model.parameters()
+    tokens_per_step = cfg.batch_size * cfg.block_size * cfg.grad_accum
+    last_eval, interrupted = None, False
+    progress = Progress(it, cfg.max_iters, enabled=cfg.progress, log=log)
+    t_last, it_last = time.perf_counter(), it
+    model.train()
+    with _StopFlag() as stop, progress, tlog:
+        while True:
+            if it % cfg.eval_interval == 0 or it == cfg.max_iters:
+                losses = estimate_loss(model, data, cfg, it)
+                last_eval = {"event": "eval", "iter": it, "train_loss": losses["train"], "val_loss": losses["val"]}
+                tlog.write(last_eval)
+                progress.note(f"step {it}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
+                if it > 0 or ckpt is not None:
+                    if best is None or losses["val"] < best:
+                        best = losses["val"]
+                        save(BEST)
+                    if cfg.always_save_checkpoint:
+                        save(LATEST)
+                t_last, it_last = time.perf_counter(), it  # tokens/s counts training time only
+            if it >= cfg.max_iters or stop.set:
+                interrupted = stop.set and it < cfg.max_iters
+                save(LATEST)
+                if interrupted:
+                    progress.note(f"interrupted: saved step {it} to {os.path.join(cfg.out_dir, LATEST)}; "
+                                  f"continue with --init-from resume --out-dir {cfg.out_dir}")
+                break
+            lr = cfg.lr_at(it)
+            optimizer.set_lr(lr)
+            loss_sum = 0.0
+            for _ in range(cfg.grad_accum):
+                x, y = data.get_batch("train", cfg.batch_size, cfg.block_size, batch_gen)
+                _, loss = model(x, y)
+                loss = loss * (1.0 / cfg.grad_accum)
+                loss.backward()
+                loss_sum += loss.item()
+            norm = clip_grad_norm(params, cfg.grad_clip if cfg.grad_clip > 0 else math.inf)
+            if not (math.isfinite(loss_sum) and math.isfinite(norm)):
+                what = f"loss {loss_sum}" if not math.isfinite(loss_sum) else f"gradient norm {norm}"
+                tlog.write({"event": "diverged", "iter": it, "loss": loss_sum, "grad_norm": norm})
+                raise TrainingDiverged(
+                    f"{what} at step {it} (lr {lr:.3g}): training stopped; the checkpoints in {cfg.out_dir} hold the "
+                    "last good state. Try a lower --lr, a --grad-clip, or --dtype float64"
+                )
+            optimizer.step()
+            optimizer.zero_grad()
+            it += 1
+            progress.update(it, loss_sum, lr)
+            if it % cfg.log_interval == 0 or it == cfg.max_iters:
+                now = time.perf_counter()
+                tps = tokens_per_step * (it - it_last) / max(now - t_last, 1e-9)
+                t_last, it_last = now, it
+                tlog.write({"event": "step", "iter": it, "loss": loss_sum, "lr": lr, "grad_norm": norm,
+                            "tokens_per_s": tps})
+                progress.step_line(it, loss_sum, lr, tps)
+    if cfg.plot:
+        plot_losses(cfg.out_dir, log=log)
+    return TrainResult(it, best, last_eval, interrupted, model, cfg)
+
+
+def resume_config(out_dir: str, overrides: dict) -> TrainConfig:
+    """The config a resumed run uses: the checkpoint's own train config, with `overrides` on top."""
+    ckpt = load_checkpoint(out_dir, prefer=LATEST)
+    saved = {k: v for k, v in ckpt.train_config.items() if k in {f.name for f in dataclasses.fields(TrainConfig)}}
+    return TrainConfig(**{**saved, **overrides, "out_dir": out_dir, "init_from": "resume"})
+
+
+def read_log(out_dir: str) -> list[dict]:
+    with open(os.path.join(out_dir, "log.jsonl"), encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]

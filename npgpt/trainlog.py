@@ -1,0 +1,135 @@
+"""What a training run shows and leaves behind: the progress bar, log.jsonl, and loss.png.
+
+tqdm and matplotlib are optional (the `train` extra): without tqdm the progress is plain log
+lines; without matplotlib the plot is skipped with a one-line note.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+
+class TrainLog:
+    """Append-only JSON lines, flushed after each record so a killed run keeps what it logged."""
+
+    def __init__(self, path: str, append: bool):
+        self.path = path
+        self._f = open(path, "a" if append else "w", encoding="utf-8")
+
+    def write(self, record: dict) -> None:
+        self._f.write(json.dumps({**record, "time": time.time()}) + "\n")
+        self._f.flush()
+
+    def close(self) -> None:
+        self._f.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def _fmt_seconds(s: float) -> str:
+    s = int(s)
+    return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
+
+
+class Progress:
+    """A tqdm bar over the steps (loss, lr, tokens/s, and tqdm's time left), or plain lines."""
+
+    def __init__(self, start: int, total: int, enabled: bool, log=print):
+        self.start, self.total, self.log = start, total, log
+        self.t0 = time.perf_counter()
+        self.bar = None
+        if enabled:
+            try:
+                from tqdm.auto import tqdm  # noqa: PLC0415 - optional dependency
+            except ImportError:
+                log("(tqdm is not installed: plain progress lines; pip install 'npgpt[train]' for a bar)")
+            else:
+                self.bar = tqdm(total=total, initial=start, unit="step", dynamic_ncols=True, smoothing=0.1)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        if self.bar is not None:
+            self.bar.close()
+
+    def note(self, msg: str) -> None:
+        if self.bar is not None:
+            self.bar.write(msg)
+        else:
+            self.log(msg)
+
+    def update(self, it: int, loss: float, lr: float) -> None:
+        if self.bar is not None:
+            self.bar.update(it - self.bar.n)
+
+    def step_line(self, it: int, loss: float, lr: float, tokens_per_s: float) -> None:
+        if self.bar is not None:
+            self.bar.set_postfix_str(f"loss {loss:.4f}, lr {lr:.2e}, {tokens_per_s:,.0f} tok/s")
+            return
+        done = it - self.start
+        elapsed = time.perf_counter() - self.t0
+        left = elapsed / done * (self.total - it) if done else 0.0
+        self.log(f"step {it}/{self.total}: loss {loss:.4f}, lr {lr:.2e}, {tokens_per_s:,.0f} tok/s, "
+                 f"{_fmt_seconds(elapsed)} elapsed, ~{_fmt_seconds(left)} left")
+
+
+def plot_losses(out_dir: str, log=print) -> str | None:
+    """Draw train (every logged step, and each eval) and val loss against the step into out_dir/loss.png.
+
+    Returns the path, or None (with a note) when matplotlib is missing or nothing was logged.
+    """
+    path = os.path.join(out_dir, "log.jsonl")
+    if not os.path.isfile(path):
+        raise ValueError(f"{out_dir}: no log.jsonl here; it is written by `npgpt train --out-dir {out_dir}`")
+    try:
+        import matplotlib  # noqa: PLC0415 - optional dependency
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt  # noqa: PLC0415
+    except ImportError:
+        log("(matplotlib is not installed: no loss plot; pip install 'npgpt[train]')")
+        return None
+    steps, evals = [], []
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            try:
+                r = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a line cut short by a kill
+            if r.get("event") == "start":  # a fresh run or a resume: later records supersede
+                steps = [s for s in steps if s[0] <= r["iter"]]
+                evals = [e for e in evals if e[0] < r["iter"]]
+            elif r.get("event") == "step":
+                steps.append((r["iter"], r["loss"]))
+            elif r.get("event") == "eval":
+                evals.append((r["iter"], r["train_loss"], r["val_loss"]))
+    if not steps and not evals:
+        log(f"(nothing logged in {path} yet: no plot)")
+        return None
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    if steps:
+        ax.plot(*zip(*steps), color="tab:blue", alpha=0.35, lw=1, label="train (batch)")
+    if evals:
+        it, tr, va = zip(*evals)
+        ax.plot(it, tr, "o-", color="tab:blue", label="train (eval)")
+        ax.plot(it, va, "o-", color="tab:orange", label="val (eval)")
+    ax.set_xlabel("step")
+    ax.set_ylabel("cross-entropy loss")
+    ax.set_title(os.path.basename(os.path.abspath(out_dir)))
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    png = os.path.join(out_dir, "loss.png")
+    tmp = png + ".tmp.png"
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    os.replace(tmp, png)
+    log(f"loss plot: {png}")
+    return png
