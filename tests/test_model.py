@@ -246,3 +246,31 @@ def test_idx_errors():
         m(np.zeros((1, 4), dtype=np.int64), np.full((1, 4), 11))
     logits, loss = m(Tensor(np.zeros((2, 4), dtype=np.int32)))
     assert logits.shape == (2, 4, 10) and loss is None
+
+
+def test_module_machinery():
+    cfg = GPTConfig(vocab_size=10, block_size=8, n_layer=2, n_head=2, n_embd=8)
+    m = GPT(cfg)
+    names = [n for n, _ in m.named_parameters()]
+    assert names[:4] == ["transformer.wte.weight", "transformer.wpe.weight",
+                         "transformer.h.0.ln_1.weight", "transformer.h.0.ln_1.bias"]
+    assert names[-2:] == ["transformer.ln_f.weight", "transformer.ln_f.bias"]
+    assert list(m.state_dict()) == names and len(m.parameters()) == len(names)
+    C = 8
+    per_block = 2 * C + (3 * C * C + 3 * C) + (C * C + C) + 2 * C + (4 * C * C + 4 * C) + (4 * C * C + C)
+    assert m.num_params() == 10 * C + 8 * C + 2 * per_block + 2 * C  # the tied head counts once
+    untied = GPT(GPTConfig(**{**cfg.to_dict(), "tie_embeddings": False}))
+    assert untied.num_params() == m.num_params() + 10 * C
+    m.eval()
+    assert all(not mod.training for _, mod in m.named_modules())
+    m.train()
+    assert all(mod.training for _, mod in m.named_modules())
+    _, loss = m(np.zeros((1, 4), dtype=np.int64), np.ones((1, 4), dtype=np.int64))
+    loss.backward()
+    assert all(p.grad is not None for p in m.parameters())
+    m.zero_grad()
+    assert all(p.grad is None for p in m.parameters())
+    # loading casts to the model's dtype and copies in place (an optimizer holding the Parameter sees it)
+    wte = m.transformer.wte.weight
+    m.load_state_dict({k: v.astype(np.float64) + 1 for k, v in m.state_dict().items()})
+    assert m.transformer.wte.weight is wte and wte.data.dtype == np.float32
