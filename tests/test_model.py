@@ -77,6 +77,15 @@ def test_parity_float64(cfg, B, data, seed):
     compare(cfg, "float64", B, T, seed)
 
 
+@pytest.mark.parametrize("cfg, B, T", [
+    (GPTConfig(vocab_size=97, block_size=32, n_layer=3, n_head=4, n_embd=64, dropout=0.25, tie_embeddings=False,
+               pos_encoding="sinusoidal", activation="gelu"), 3, 32),  # the largest drawn sizes
+    (GPTConfig(vocab_size=2, block_size=1, n_layer=1, n_head=1, n_embd=1), 1, 1),  # the smallest
+])
+def test_parity_edges(cfg, B, T):
+    compare(cfg, "float64", B, T, 11)
+
+
 @pytest.mark.parametrize("kw", [{}, {"pos_encoding": "sinusoidal", "tie_embeddings": False, "bias": False,
                                      "activation": "gelu", "dropout": 0.1}])
 def test_parity_float32(kw):
