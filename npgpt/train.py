@@ -95,8 +95,8 @@ class TrainConfig:
                 raise ValueError(f"TrainConfig.{name} must be >= 0, got {getattr(self, name)}")
         if not (self.lr > 0 and 0 <= self.min_lr <= self.lr):
             raise ValueError(f"TrainConfig needs lr > 0 and 0 <= min_lr <= lr, got lr={self.lr}, min_lr={self.min_lr}")
-        if self.decay_lr and self.warmup_iters > self.decay_iters:
-            raise ValueError(f"TrainConfig.warmup_iters={self.warmup_iters} exceeds the decay end {self.decay_iters}")
+        if self.decay_lr and self.lr_decay_iters is not None and self.warmup_iters > self.lr_decay_iters:
+            raise ValueError(f"TrainConfig.warmup_iters={self.warmup_iters} exceeds lr_decay_iters={self.lr_decay_iters}")
         if self.grad_clip < 0 or self.weight_decay < 0:
             raise ValueError(f"TrainConfig.grad_clip and weight_decay must be >= 0, got {self.grad_clip}, {self.weight_decay}")
         if self.dtype not in ("float32", "float64") or self.device not in ("cpu", "cuda"):
@@ -106,7 +106,8 @@ class TrainConfig:
 
     @property
     def decay_iters(self) -> int:
-        return self.max_iters if self.lr_decay_iters is None else self.lr_decay_iters
+        """Where the cosine ends: lr_decay_iters, or max_iters (but never before warmup ends)."""
+        return max(self.max_iters, self.warmup_iters) if self.lr_decay_iters is None else self.lr_decay_iters
 
     def lr_at(self, it: int) -> float:
         if not self.decay_lr:
@@ -147,6 +148,9 @@ def _start(cfg: TrainConfig, data: TokenData, log):
     if cfg.init_from == "scratch":
         return cfg, GPT(cfg.model_config(data.vocab_size), seed=cfg.seed, dtype=cfg.dtype, device=cfg.device), None
     resume = cfg.init_from == "resume"
+    if resume and not any(os.path.isfile(os.path.join(cfg.out_dir, n)) for n in (LATEST, BEST)):
+        raise ValueError(f"init_from='resume': no checkpoint in {cfg.out_dir} to resume from (expected {LATEST}); "
+                         "train with --init-from scratch first, or point --out-dir at a training directory")
     ckpt = load_checkpoint(cfg.out_dir if resume else cfg.init_from, prefer=LATEST if resume else BEST)
     _check_tokenizer(data, ckpt, "resume" if resume else "fine-tune")
     shape = {k: ckpt.model_config[k] for k in MODEL_FIELDS}
