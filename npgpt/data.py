@@ -73,10 +73,10 @@ def _make_tokenizer(text: str, tokenizer: str, vocab_size: int | None, tokenizer
         return CharTokenizer.train(text)
     if tokenizer == "bpe":
         if vocab_size is None:
-            raise ValueError("the bpe tokenizer needs --vocab-size (at least 256, e.g. 512)")
+            raise ValueError("the bpe tokenizer needs --vocab-size (at least 257: 256 bytes + <|endoftext|>; e.g. 512)")
         from .tokenizers.bpe import BPETokenizer
 
-        return BPETokenizer.train(text, vocab_size)
+        return BPETokenizer.train(text, vocab_size, special_tokens=["<|endoftext|>"])
     raise ValueError(f"unknown tokenizer {tokenizer!r}: expected 'char' or 'bpe' (or --tokenizer-file)")
 
 
@@ -112,7 +112,7 @@ def prepare(
         raise ValueError(f"{source!r} is neither an existing text file nor a known corpus; known corpora: {', '.join(KNOWN_CORPORA)}")
 
     tok = _make_tokenizer(text, tokenizer, vocab_size, tokenizer_file)
-    ids = np.asarray(tok.encode(text), dtype=np.int64)
+    ids = np.asarray(tok.encode(text, allowed_special="all"), dtype=np.int64)  # a literal <|endoftext|> separates documents
     dtype = token_dtype(tok.vocab_size)
     n = len(ids)
     if n < 2:

@@ -242,3 +242,19 @@ def test_meta_json_is_plain_json(tmp_path):
     quiet(write(tmp_path, "t.txt", TEXT), str(tmp_path / "d"))
     meta = json.loads((tmp_path / "d" / "meta.json").read_text())
     assert meta["train_tokens"] * 2 == os.path.getsize(tmp_path / "d" / "train.bin")
+
+
+def test_prepare_bpe_and_reuse_tokenizer_file(tmp_path):
+    src = write(tmp_path, "t.txt", TEXT + "<|endoftext|>" + TEXT)
+    meta = quiet(src, str(tmp_path / "bpe"), tokenizer="bpe", vocab_size=270)
+    d = TokenData(str(tmp_path / "bpe"))
+    assert meta["tokenizer"]["type"] == "bpe" and d.vocab_size == 270
+    assert d.tokenizer.eot_id is not None and d.tokenizer.eot_id in set(np.concatenate([d.train, d.val]).tolist())
+    assert len(d.train) + len(d.val) < len(TEXT)  # merges shorten the text
+    assert d.tokenizer.decode(np.concatenate([d.train, d.val])) == TEXT + "<|endoftext|>" + TEXT
+    again = quiet(src, str(tmp_path / "again"), tokenizer_file=str(tmp_path / "bpe" / "tokenizer.json"))
+    assert again["train_tokens"] == meta["train_tokens"] and again["tokenizer"]["type"] == "bpe"
+    with pytest.raises(ValueError, match="needs --vocab-size"):
+        quiet(src, str(tmp_path / "x"), tokenizer="bpe")
+    with pytest.raises(ValueError, match="--vocab-size applies to the bpe tokenizer"):
+        quiet(src, str(tmp_path / "x"), vocab_size=300)
