@@ -250,7 +250,7 @@ def test_prepare_bpe_and_reuse_tokenizer_file(tmp_path):
     d = TokenData(str(tmp_path / "bpe"))
     assert meta["tokenizer"]["type"] == "bpe" and d.vocab_size == 270
     assert d.tokenizer.eot_id is not None and d.tokenizer.eot_id in set(np.concatenate([d.train, d.val]).tolist())
-    assert len(d.train) + len(d.val) < len(TEXT)  # merges shorten the text
+    assert len(d.train) + len(d.val) < 2 * len(TEXT)  # merges shorten the text
     assert d.tokenizer.decode(np.concatenate([d.train, d.val])) == TEXT + "<|endoftext|>" + TEXT
     again = quiet(src, str(tmp_path / "again"), tokenizer_file=str(tmp_path / "bpe" / "tokenizer.json"))
     assert again["train_tokens"] == meta["train_tokens"] and again["tokenizer"]["type"] == "bpe"
