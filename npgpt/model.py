@@ -19,7 +19,7 @@ import numpy as np
 
 from . import functional as F
 from .backend import get_xp, resolve_device, resolve_dtype, rng, to_device
-from .nn import Block, Embedding, LayerNorm, Linear, Module, ModuleList, Parameter
+from .nn import Block, Embedding, LayerNorm, Module, ModuleList, Parameter
 from .tensor import Tensor
 
 POS_ENCODINGS = ("learned", "sinusoidal")
