@@ -28,18 +28,120 @@ def _run_gradcheck(args) -> int:
 
 
 def _add_demo(p: argparse.ArgumentParser) -> None:
-    pass
+    p.add_argument("--root", default="out", help="folder for demo-data/ and demo/ (default: out)")
+    p.add_argument("--max-iters", type=int, help="fewer steps for a quick look (default: 1500)")
 
 
 def _run_demo(args) -> int:
-    print("make train is not ready yet: training lands with the training issue")
-    return 0
+    from .demo import run_demo  # noqa: PLC0415
+
+    return _guarded("demo", lambda: run_demo(args.root, args.max_iters))
+
+
+def _guarded(name: str, fn) -> int:
+    """Run fn(); a user error prints one line and gives exit status 2, a diverged run 1."""
+    from .train import TrainingDiverged  # noqa: PLC0415
+
+    try:
+        return fn()
+    except TrainingDiverged as e:
+        print(f"npgpt {name}: {e}", file=sys.stderr)
+        return 1
+    except (ValueError, RuntimeError, OSError) as e:
+        print(f"npgpt {name}: error: {e}", file=sys.stderr)
+        return 2
+
+
+def _add_prepare(p: argparse.ArgumentParser) -> None:
+    p.add_argument("source", help="a UTF-8 text file, or a corpus name: stdlib (offline) or shakespeare_char")
+    p.add_argument("--out", help="output directory (default: data/<source name>)")
+    p.add_argument("--tokenizer", choices=("char", "bpe"), default="char", help="tokenizer to train (default: char)")
+    p.add_argument("--vocab-size", type=int, help="vocabulary size for --tokenizer bpe")
+    p.add_argument("--tokenizer-file", help="reuse this tokenizer.json (e.g. a checkpoint's, to fine-tune)")
+    p.add_argument("--val-fraction", type=float, default=0.1, help="the last fraction of tokens for validation (default: 0.1)")
+    p.add_argument("--block-size", type=int, help="check now that both splits hold a block of this size")
+    p.add_argument("--data-path", help="shakespeare_char: the text file, or a directory holding tinyshakespeare.txt")
+    p.add_argument("--url", help="shakespeare_char: download from here instead (also $NPGPT_SHAKESPEARE_URL)")
+
+
+def _run_prepare(args) -> int:
+    import os  # noqa: PLC0415
+
+    from .data import prepare  # noqa: PLC0415
+
+    out = args.out or os.path.join("data", os.path.splitext(os.path.basename(args.source.rstrip("/")))[0])
+
+    def run():
+        prepare(args.source, out, tokenizer=args.tokenizer, vocab_size=args.vocab_size, tokenizer_file=args.tokenizer_file,
+                val_fraction=args.val_fraction, block_size=args.block_size, data_path=args.data_path, url=args.url)
+        return 0
+
+    return _guarded("prepare", run)
+
+
+def _add_train(p: argparse.ArgumentParser) -> None:
+    from .config import add_flags  # noqa: PLC0415
+    from .train import TrainConfig  # noqa: PLC0415
+
+    p.add_argument("--config", help="a .toml or .json file of TrainConfig fields; flags override it")
+    add_flags(p, TrainConfig)
+
+
+def _run_train(args) -> int:
+    from .train import config_from_cli, train  # noqa: PLC0415
+
+    def run():
+        result = train(config_from_cli(args))
+        return 130 if result.interrupted else 0
+
+    return _guarded("train", run)
+
+
+def _add_sample(p: argparse.ArgumentParser) -> None:
+    def top_k(text):
+        return None if text.lower() == "none" else int(text)
+
+    p.add_argument("checkpoint", help="a training directory (its best.safetensors, else ckpt.safetensors) or a checkpoint file")
+    p.add_argument("--prompt", help="text to continue (default: <|endoftext|> if the tokenizer has it, else a newline)")
+    p.add_argument("--max-new-tokens", type=int, default=500)
+    p.add_argument("--temperature", type=float, default=0.8, help="> 0; lower is more conservative (default: 0.8)")
+    p.add_argument("--top-k", type=top_k, default=200, help="keep the k likeliest tokens, >= 1, or none (default: 200)")
+    p.add_argument("--seed", type=int, default=1337)
+    p.add_argument("--num-samples", type=int, default=1)
+    p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    p.add_argument("--dtype", default="float32", choices=("float32", "float64"))
+
+
+def _run_sample(args) -> int:
+    from .generate import sample  # noqa: PLC0415
+
+    def run():
+        texts = sample(args.checkpoint, prompt=args.prompt, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
+                       top_k=args.top_k, seed=args.seed, num_samples=args.num_samples, dtype=args.dtype, device=args.device)
+        print("\n---------------\n".join(texts))
+        return 0
+
+    return _guarded("sample", run)
+
+
+def _add_plot(p: argparse.ArgumentParser) -> None:
+    p.add_argument("out_dir", help="a training directory holding log.jsonl")
+
+
+def _run_plot(args) -> int:
+    from .trainlog import plot_losses  # noqa: PLC0415
+
+    return _guarded("plot", lambda: 0 if plot_losses(args.out_dir) else 1)
 
 
 # name -> (help, add flags, run)
 COMMANDS = {
     "gradcheck": ("check every op's backward against finite differences (float64, no PyTorch)", _add_gradcheck, _run_gradcheck),
-    "demo": ("what `make train` runs", _add_demo, _run_demo),
+    "demo": ("what `make train` runs: prepare the stdlib corpus, train a small model into out/demo, sample", _add_demo, _run_demo),
+    "prepare": ("tokenize a text file or a named corpus into train.bin/val.bin", _add_prepare, _run_prepare),
+    "train": ("train a model (from scratch, resume, or fine-tune a checkpoint)", _add_train, _run_train),
+    "sample": ("generate text from a checkpoint", _add_sample, _run_sample),
+    "plot": ("draw OUT_DIR/loss.png from OUT_DIR/log.jsonl", _add_plot, _run_plot),
 }
 
 

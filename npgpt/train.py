@@ -296,6 +296,18 @@ def resume_config(out_dir: str, overrides: dict) -> TrainConfig:
     return TrainConfig(**{**saved, **overrides, "out_dir": out_dir, "init_from": "resume"})
 
 
+def config_from_cli(args) -> TrainConfig:
+    """TrainConfig from `npgpt train`'s namespace: defaults < --config file < flags given.
+    With init_from=resume the checkpoint's own train config replaces the defaults."""
+    from .config import flag_values, load_config_file  # noqa: PLC0415
+
+    given = load_config_file(args.config, TrainConfig) if getattr(args, "config", None) else {}
+    given.update(flag_values(args, TrainConfig))
+    if given.get("init_from") == "resume":
+        return resume_config(given.get("out_dir", TrainConfig.out_dir), given)
+    return TrainConfig(**given)
+
+
 def read_log(out_dir: str) -> list[dict]:
     with open(os.path.join(out_dir, "log.jsonl"), encoding="utf-8") as f:
         return [json.loads(line) for line in f if line.strip()]
