@@ -98,10 +98,8 @@ def test_main_gradcheck_fails_on_a_broken_op(capsys, monkeypatch):
     assert "FAIL" in capsys.readouterr().out
 
 
-def test_main_rejects_unknown_ops_and_runs_demo(capsys):
+def test_main_rejects_unknown_ops(capsys):
     assert main(["gradcheck", "--only", "no_such_op"]) == 2
     assert "no_such_op" in capsys.readouterr().err
-    assert main(["demo"]) == 0
-    assert "make train is not ready yet" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         main([])

@@ -32,7 +32,12 @@ def gelu_forward(x, approximate: str):
         s = xp.tanh(_K * (x + _A * x * x * x))  # t = tanh(u)
     else:
         s = 0.5 * (1.0 + erf(x * _INV_SQRT2))  # Phi(x)
-    return x * s if approximate == "none" else 0.5 * x * (1.0 + s), s
+    return gelu_from(x, s, approximate), s
+
+
+def gelu_from(x, s, approximate: str):
+    """gelu(x) from x and s = tanh(u) (tanh form) or Phi(x) (exact form)."""
+    return x * s if approximate == "none" else 0.5 * x * (1.0 + s)
 
 
 def gelu_grad(x, s, approximate: str):

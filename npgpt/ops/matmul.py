@@ -64,14 +64,14 @@ class Linear(Function):
         if b is not None and tuple(b.shape) != (w.shape[1],):
             raise ValueError(f"linear: bias of shape {tuple(b.shape)}, expected ({w.shape[1]},) for w {tuple(w.shape)}")
         self.x, self.w = x, w
-        y = x @ w  # (..., Cout)
+        y = x.reshape(-1, w.shape[0]) @ w  # (N, Cout): one matrix product over all rows
         if b is not None:
             y += b
-        return y
+        return y.reshape(*x.shape[:-1], w.shape[1])  # (..., Cout)
 
     def backward(self, dy):
         cin, cout = self.w.shape
-        dx = dy @ self.w.T if self.needs_grad[0] else None  # (..., Cin)
+        dx = (dy.reshape(-1, cout) @ self.w.T).reshape(self.x.shape) if self.needs_grad[0] else None  # (..., Cin)
         dw = self.x.reshape(-1, cin).T @ dy.reshape(-1, cout) if self.needs_grad[1] else None  # (Cin, Cout)
         if len(self.needs_grad) == 2:
             return dx, dw

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ..function import Function
 from ._util import check_float
-from .activation import check_approximate, gelu_forward, gelu_grad
+from .activation import check_approximate, gelu_forward, gelu_from, gelu_grad
 
 
 class MLP(Function):
@@ -12,9 +12,9 @@ class MLP(Function):
 
     Shapes:   x (..., C), w_fc (C, H), b_fc (H,), w_proj (H, Cout), b_proj (Cout,)  ->  y (..., Cout)
               (GPT-2: H = 4C, Cout = C); either bias may be absent.
-    Saved:    x and h (the pre-activation), w_fc, w_proj. gelu(h) and gelu'(h) are recomputed in
-              backward from h (one tanh, or one erf, over (N, H)) instead of keeping two more (N, H)
-              buffers: the recompute is an elementwise pass, small beside the two matmuls.
+    Saved:    x, h (the pre-activation), s = tanh(u) or Phi(h) (the costly transcendental of the
+              GELU, kept so backward does not evaluate it again), w_fc, w_proj. a = gelu(h) is
+              rebuilt from h and s in backward with two cheap elementwise products.
     Forward:  1. h = x @ w_fc + b_fc        # (..., H)
               2. a = gelu(h)                # (..., H)
               3. y = a @ w_proj + b_proj    # (..., Cout)
@@ -42,15 +42,16 @@ class MLP(Function):
                 if tuple(b.shape) != (n,):
                     raise ValueError(f"mlp: {name} of shape {tuple(b.shape)}, expected ({n},)")
         self.has_b_fc, self.has_b_proj, self.approximate = has_b_fc, has_b_proj, approximate
-        h = x @ w_fc  # 1. (..., H)
+        lead = x.shape[:-1]
+        h = x.reshape(-1, x.shape[-1]) @ w_fc  # 1. (N, H): one matrix product over all rows
         if b_fc is not None:
             h += b_fc
-        a, _ = gelu_forward(h, approximate)  # 2. (..., H)
-        y = a @ w_proj  # 3. (..., Cout)
+        a, s = gelu_forward(h, approximate)  # 2. (N, H)
+        y = a @ w_proj  # 3. (N, Cout)
         if b_proj is not None:
             y += b_proj
-        self.x, self.h, self.w_fc, self.w_proj = x, h, w_fc, w_proj
-        return y
+        self.x, self.h, self.s, self.w_fc, self.w_proj = x, h, s, w_fc, w_proj
+        return y.reshape(*lead, w_proj.shape[1])  # (..., Cout)
 
     def backward(self, dy):
         C, H = self.w_fc.shape
@@ -61,9 +62,9 @@ class MLP(Function):
         need_bfc = need.pop(0) if self.has_b_fc else False
         need_wproj = need.pop(0)
         need_bproj = need.pop(0) if self.has_b_proj else False
-        h = self.h.reshape(-1, H)  # (N, H)
+        h, s = self.h, self.s  # (N, H)
         dy2 = dy.reshape(-1, Cout)  # (N, Cout)
-        a, s = gelu_forward(h, self.approximate)  # recomputed, (N, H)
+        a = gelu_from(h, s, self.approximate)  # (N, H)
         # 3.
         dw_proj = a.T @ dy2 if need_wproj else None  # (H, Cout)
         db_proj = dy2.sum(axis=0) if need_bproj else None  # (Cout,)
