@@ -39,7 +39,7 @@ def _run_demo(args) -> int:
 
 
 def _guarded(name: str, fn) -> int:
-    """Run fn(); a user error prints one line and gives exit status 2, a diverged run 1."""
+    """Run fn(); a user error prints one line and gives exit status 2, a diverged run 1, Ctrl-C 130."""
     from .train import TrainingDiverged  # noqa: PLC0415
 
     try:
@@ -50,6 +50,9 @@ def _guarded(name: str, fn) -> int:
     except (ValueError, RuntimeError, OSError) as e:
         print(f"npgpt {name}: error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # a second Ctrl-C during training, or one outside it
+        print(f"npgpt {name}: interrupted", file=sys.stderr)
+        return 130
 
 
 def _add_prepare(p: argparse.ArgumentParser) -> None:
