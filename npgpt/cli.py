@@ -29,7 +29,7 @@ def _run_gradcheck(args) -> int:
 
 def _add_demo(p: argparse.ArgumentParser) -> None:
     p.add_argument("--root", default="out", help="folder for demo-data/ and demo/ (default: out)")
-    p.add_argument("--max-iters", type=int, help="fewer steps for a quick look (default: 1500)")
+    p.add_argument("--max-iters", type=int, help="fewer steps for a quick look (default: 2500)")
 
 
 def _run_demo(args) -> int:
