@@ -2,14 +2,14 @@
 
 Recipe (nanoGPT's config/train_shakespeare_char.py, CPU variant): char tokenizer, 4 layers, 4 heads,
 128 wide, no biases (nanoGPT's default bias=False), block 64, batch 12, 2000 steps, lr 1e-3 with
-100 warmup steps and a cosine to 1e-4 at 2000, AdamW beta2 0.99, weight decay 0.1, clip 1.0, dropout 0, eval every 250 steps on 200
-batches. nanoGPT reports val loss 1.88 for it.
+100 warmup steps and a cosine to 1e-4 at 2000, AdamW beta2 0.99, weight decay 0.1, clip 1.0,
+dropout 0, eval every 250 steps on 200 batches. nanoGPT reports val loss 1.88 for it.
 
 Both runs start from the same weights (npgpt's init, copied into the twin), see the same batches
 (the same seeded sampler over the same token file) and the same eval batches, in float32 on this
 machine; each prints its evals, then both final val losses and wall times.
 
-    python bench/shakespeare_char.py                      # the full recipe (npgpt ~10+ min on 2 cores)
+    python bench/shakespeare_char.py                      # the full recipe (npgpt ~3 min, torch ~2 min on 2 idle cores)
     python bench/shakespeare_char.py --max-iters 50 --eval-iters 5    # a smoke run
 The text comes from --data-path, $NPGPT_DATA, ../shared/data/tinyshakespeare.txt, or a checked download.
 """
