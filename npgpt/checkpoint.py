@@ -23,11 +23,11 @@ import dataclasses
 import hashlib
 import json
 import os
-import tempfile
 
 import numpy as np
 
 from .backend import to_numpy
+from .fileio import atomic_write
 
 FORMAT = "npgpt-checkpoint"
 VERSION = 1
@@ -121,30 +121,6 @@ def encode_checkpoint(*, model_state, optimizer_state, iter_num, best_val_loss, 
     return save(tensors, metadata={"format": FORMAT, "version": str(VERSION), "state": json.dumps(state)})
 
 
-def _write_file(path: str, payload: bytes) -> None:
-    """Write `payload` to a temporary file beside `path`, fsync, and os.replace it over `path`."""
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(payload)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    try:  # make the rename itself durable
-        dfd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
-    except OSError:
-        pass
-
-
 def save_checkpoint(path: str, *, model, optimizer, iter_num: int, best_val_loss, train_config, rng: dict,
                     tokenizer=None) -> str:
     """Save model + optimizer + loop state to the file `path` atomically; return the path.
@@ -159,7 +135,7 @@ def save_checkpoint(path: str, *, model, optimizer, iter_num: int, best_val_loss
         iter_num=iter_num, best_val_loss=best_val_loss, model_config=model.config.to_dict(),
         train_config=tcfg, rng=rng, tokenizer=tokenizer.to_dict() if tokenizer is not None else None,
     )
-    _write_file(path, payload)
+    atomic_write(path, payload)  # temporary file, fsync, os.replace
     return path
 
 

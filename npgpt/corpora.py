@@ -17,9 +17,10 @@ from __future__ import annotations
 import hashlib
 import os
 import sysconfig
-import tempfile
 import urllib.error
 import urllib.request
+
+from .fileio import atomic_file
 
 KNOWN_CORPORA = ("stdlib", "shakespeare_char")
 STDLIB_MAX_BYTES = 2_000_000
@@ -124,29 +125,21 @@ def download(url: str, dest: str, sha256: str, timeout: float = 30.0) -> None:
     """
     folder = os.path.dirname(os.path.abspath(dest))
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(dest) + ".", suffix=".part")
-    try:
-        h = hashlib.sha256()
-        with os.fdopen(fd, "wb") as f:
-            try:
-                with urllib.request.urlopen(url, timeout=timeout) as r:
-                    while chunk := r.read(1 << 16):
-                        h.update(chunk)
-                        f.write(chunk)
-            except (urllib.error.URLError, OSError) as e:
-                raise RuntimeError(
-                    f"could not download {url} ({getattr(e, 'reason', e)}). Offline? Get tinyshakespeare.txt "
-                    f"(sha256 {sha256}) by other means and pass --data-path FILE, or set NPGPT_DATA to the file or "
-                    f"to a directory holding it; or train on the offline corpus: `npgpt prepare stdlib`"
-                ) from e
-            f.flush()
-            os.fsync(f.fileno())
-        if h.hexdigest() != sha256:
+    h = hashlib.sha256()
+    with atomic_file(dest, suffix=".part") as f:
+        try:
+            with urllib.request.urlopen(url, timeout=timeout) as r:
+                while chunk := r.read(1 << 16):
+                    h.update(chunk)
+                    f.write(chunk)
+        except (urllib.error.URLError, OSError) as e:
+            raise RuntimeError(
+                f"could not download {url} ({getattr(e, 'reason', e)}). Offline? Get tinyshakespeare.txt "
+                f"(sha256 {sha256}) by other means and pass --data-path FILE, or set NPGPT_DATA to the file or "
+                f"to a directory holding it; or train on the offline corpus: `npgpt prepare stdlib`"
+            ) from e
+        if h.hexdigest() != sha256:  # raising here abandons the temporary file: nothing is kept
             raise ValueError(f"{url}: downloaded file has sha256 {h.hexdigest()}, expected {sha256}; nothing was kept")
-        os.replace(tmp, dest)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def load_corpus(name: str, data_path: str | None = None, url: str | None = None, log=print) -> tuple[str, str]:

@@ -10,6 +10,8 @@ import json
 import os
 import time
 
+from .fileio import atomic_file
+
 
 class TrainLog:
     """Append-only JSON lines, flushed after each record so a killed run keeps what it logged."""
@@ -127,9 +129,8 @@ def plot_losses(out_dir: str, log=print) -> str | None:
     ax.legend()
     fig.tight_layout()
     png = os.path.join(out_dir, "loss.png")
-    tmp = png + ".tmp.png"
-    fig.savefig(tmp, dpi=110)
+    with atomic_file(png) as f:
+        fig.savefig(f, format="png", dpi=110)
     plt.close(fig)
-    os.replace(tmp, png)
     log(f"loss plot: {png}")
     return png

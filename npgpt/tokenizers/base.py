@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from abc import ABC, abstractmethod
 from collections.abc import Iterable
+
+from ..fileio import atomic_write
 
 
 class Tokenizer(ABC):
@@ -54,19 +55,7 @@ class Tokenizer(ABC):
     def save(self, path: str | os.PathLike) -> None:
         """Write to_dict() as JSON to `path` atomically."""
         path = os.fspath(path)
-        text = json.dumps(self.to_dict(), ensure_ascii=False, indent=1)
-        folder = os.path.dirname(os.path.abspath(path))
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.write(text)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        atomic_write(path, json.dumps(self.to_dict(), ensure_ascii=False, indent=1))
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Tokenizer:
