@@ -72,7 +72,8 @@ class MLP(Function):
         if need_x or need_wfc or need_bfc:
             da = dy2 @ self.w_proj.T  # (N, H)
             # 2.
-            dh = da * gelu_grad(h, s, self.approximate)  # (N, H)
+            dh = da
+            dh *= gelu_grad(h, s, self.approximate)  # (N, H), in place in da
             # 1.
             if need_wfc:
                 dw_fc = self.x.reshape(-1, C).T @ dh  # (C, H)
