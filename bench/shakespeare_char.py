@@ -1,9 +1,9 @@
 """nanoGPT's CPU recipe on Tiny Shakespeare, through npgpt and through its PyTorch twin.
 
 Recipe (nanoGPT's config/train_shakespeare_char.py, CPU variant): char tokenizer, 4 layers, 4 heads,
-128 wide, no biases (nanoGPT's default bias=False), block 64, batch 12, 2000 steps, lr 1e-3 with
-100 warmup steps and a cosine to 1e-4 at 2000, AdamW beta2 0.99, weight decay 0.1, clip 1.0,
-dropout 0, eval every 250 steps on 200 batches. nanoGPT reports val loss 1.88 for it.
+128 wide, no biases (nanoGPT's default bias=False), exact GELU (nanoGPT's nn.GELU()), block 64,
+batch 12, 2000 steps, lr 1e-3 with 100 warmup steps and a cosine to 1e-4 at 2000, AdamW beta2 0.99,
+weight decay 0.1, clip 1.0, dropout 0, eval every 250 steps on 200 batches. nanoGPT reports val loss 1.88 for it.
 
 Both runs start from the same weights (npgpt's init, copied into the twin), see the same batches
 (the same seeded sampler over the same token file) and the same eval batches, in float32 on this
@@ -32,6 +32,8 @@ def parse():
     ap.add_argument("--out", default=os.path.join("out", "bench-shakespeare"), help="working directory (default out/bench-shakespeare)")
     ap.add_argument("--threads", type=int, help="BLAS and torch threads (default: each library's own)")
     ap.add_argument("--only", choices=("npgpt", "torch"), help="run one side only")
+    ap.add_argument("--activation", choices=("gelu", "gelu_tanh"), default="gelu",
+                    help="MLP activation (default gelu, the exact erf form nanoGPT's nn.GELU() uses)")
     ap.add_argument("--seed", type=int, default=1337, help="initial weights and batch order (default 1337, nanoGPT's)")
     return ap.parse_args()
 
@@ -57,7 +59,7 @@ def recipe(data_dir: str, out_dir: str) -> TrainConfig:
     warmup = min(100, ARGS.max_iters)
     return TrainConfig(
         out_dir=out_dir, data_dir=data_dir, n_layer=4, n_head=4, n_embd=128, block_size=64, batch_size=12,
-        dropout=0.0, bias=False, max_iters=ARGS.max_iters, lr=1e-3, min_lr=1e-4, warmup_iters=warmup,
+        dropout=0.0, bias=False, activation=ARGS.activation, max_iters=ARGS.max_iters, lr=1e-3, min_lr=1e-4, warmup_iters=warmup,
         lr_decay_iters=max(ARGS.max_iters, warmup), beta2=0.99, weight_decay=0.1, grad_clip=1.0,
         eval_interval=ARGS.eval_interval, eval_iters=ARGS.eval_iters, log_interval=50, seed=ARGS.seed, plot=True,
     )

@@ -10,11 +10,11 @@ from hypothesis import HealthCheck, settings
 # quick: make test and CI; derandomized, so every run draws the same examples, and no deadline, so a
 # slow or busy machine is never a failure. thorough: make test-thorough, random and many more examples.
 settings.register_profile(
-    "quick", max_examples=25, derandomize=True, deadline=None, print_blob=True,
+    "quick", max_examples=100, derandomize=True, deadline=None, print_blob=True,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 settings.register_profile(
-    "thorough", max_examples=400, deadline=None, print_blob=True,
+    "thorough", max_examples=1000, deadline=None, print_blob=True,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "quick"))
