@@ -42,7 +42,7 @@ def attention(qkv, n_head, dropout=0.0, training=False, generator=None, keep=Non
         if keep is None:
             raise ValueError("reference attention with dropout needs npgpt's keep mask to compare")
         keep = torch.as_tensor(keep, device=qkv.device)
-        att = att * keep / (1.0 - dropout) if dropout < 1 else att * 0
+        att = att * keep / (1.0 - dropout)
     y = att @ v  # (B, NH, T, HS)
     return y.transpose(1, 2).contiguous().view(B, T, C)
 
