@@ -27,7 +27,7 @@ test-thorough: $(VENV)/.test
 
 test-gpu: $(VENV)/.test
 	$(PIP) install -q -e '.[gpu]'
-	NPGPT_TEST_GPU=1 $(PY) -m pytest -q -p no:cacheprovider -m gpu
+	$(PY) -m pytest -q -p no:cacheprovider -m gpu
 
 gradcheck: $(VENV)/.base
 	$(PY) -m npgpt.cli gradcheck

@@ -90,8 +90,8 @@ def load_config_file(path: str, cls) -> dict:
         if ext == ".toml":
             try:
                 import tomllib  # noqa: PLC0415 - Python 3.11+
-            except ModuleNotFoundError:
-                raise ValueError(f"{path}: TOML config files need Python 3.11+ (tomllib); use a .json file") from None
+            except ModuleNotFoundError:  # Python 3.10: the same parser as the tomli package
+                import tomli as tomllib  # noqa: PLC0415
             values = tomllib.loads(raw.decode("utf-8"))
         elif ext == ".json":
             values = json.loads(raw.decode("utf-8"))

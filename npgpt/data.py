@@ -18,11 +18,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 
 import numpy as np
 
 from .corpora import KNOWN_CORPORA, load_corpus, read_text_file
+from .fileio import fsync_dir, temp_beside
 
 META_VERSION = 1
 SPLITS = ("train", "val")
@@ -38,7 +38,7 @@ def _write_all(out_dir: str, writers: dict) -> None:
     temps = {}
     try:
         for name, write in writers.items():
-            fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=f".{name}.", suffix=".tmp")
+            fd, tmp = temp_beside(os.path.join(out_dir, name))
             temps[name] = tmp
             with os.fdopen(fd, "wb") as f:
                 write(f)
@@ -49,6 +49,7 @@ def _write_all(out_dir: str, writers: dict) -> None:
             os.unlink(meta_path)
         for name in sorted(temps, key=lambda n: n == "meta.json"):
             os.replace(temps[name], os.path.join(out_dir, name))
+        fsync_dir(out_dir)
     finally:
         for tmp in temps.values():
             if os.path.exists(tmp):
@@ -56,7 +57,7 @@ def _write_all(out_dir: str, writers: dict) -> None:
 
 
 def token_dtype(vocab_size: int) -> np.dtype:
-    """uint16 while every id fits in it, else uint32."""
+    """uint16 while every id fits in it (vocab_size <= 65,536: ids up to 65,535), else uint32."""
     return np.dtype(np.uint16) if vocab_size <= 65536 else np.dtype(np.uint32)
 
 
@@ -101,6 +102,8 @@ def prepare(
     """
     if not 0.0 < val_fraction < 1.0:
         raise ValueError(f"val_fraction must lie strictly between 0 and 1, got {val_fraction}")
+    if block_size is not None and (isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 1):
+        raise ValueError(f"block_size must be a positive integer, got {block_size!r}")
     if os.path.isfile(source):
         text = read_text_file(source)
         source_desc = os.path.abspath(source)
@@ -139,7 +142,7 @@ def prepare(
     _write_all(out_dir, {
         "train.bin": lambda f: f.write(train_ids.astype(dtype).tobytes()),
         "val.bin": lambda f: f.write(val_ids.astype(dtype).tobytes()),
-        "tokenizer.json": lambda f: f.write(json.dumps(tok.to_dict(), ensure_ascii=False, indent=1).encode("utf-8")),
+        "tokenizer.json": lambda f: f.write(tok.to_json().encode("utf-8")),
         "meta.json": lambda f: f.write(json.dumps(meta, indent=1).encode("utf-8")),
     })
     log(f"prepared {source_desc}: {meta['text_chars']:,} characters -> {n:,} tokens "

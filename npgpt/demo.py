@@ -28,6 +28,9 @@ def run_demo(root: str = "out", max_iters: int | None = None, log=print) -> int:
     result = train(cfg, log=log)
     if result.interrupted:
         return 130
+    if result.best_val_loss is None:
+        log(f"\n(no evaluation ran, so no best checkpoint to sample from in {out_dir})")
+        return 0
     log(f"\n== a sample from {out_dir} (best val loss {result.best_val_loss:.3f}) ==")
     log(sample(out_dir, prompt="def ", max_new_tokens=400, temperature=0.8, top_k=200, seed=0)[0])
     log("\n== next ==\n"

@@ -27,6 +27,25 @@ def fsync_dir(folder: str) -> None:
         os.close(fd)
 
 
+def new_file_mode(path: str) -> int:
+    """The permission bits a plain open() would give `path`: the replaced file's own, else 0o666
+    less the umask (mkstemp alone would make every file private, 0o600)."""
+    try:
+        return os.stat(path).st_mode & 0o777
+    except OSError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
+
+
+def temp_beside(path: str, suffix: str = ".tmp") -> tuple[int, str]:
+    """(fd, name) of a new temporary file in `path`'s folder, with the mode `path` should get."""
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(path) + ".", suffix=suffix)
+    os.fchmod(fd, new_file_mode(path))
+    return fd, tmp
+
+
 @contextlib.contextmanager
 def atomic_file(path, suffix: str = ".tmp"):
     """Yield a binary file open at a temporary name beside `path`; on a clean exit it replaces `path`.
@@ -34,8 +53,7 @@ def atomic_file(path, suffix: str = ".tmp"):
     Raise inside the block to abandon the write (e.g. a checksum that does not match).
     """
     path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(path) + ".", suffix=suffix)
+    fd, tmp = temp_beside(path, suffix)
     try:
         with os.fdopen(fd, "wb") as f:
             yield f
@@ -45,7 +63,7 @@ def atomic_file(path, suffix: str = ".tmp"):
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
-    fsync_dir(folder)
+    fsync_dir(os.path.dirname(os.path.abspath(path)))
 
 
 def atomic_write(path, payload: bytes | str) -> None:

@@ -7,6 +7,7 @@ lines; without matplotlib the plot is skipped with a one-line note.
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 
@@ -21,7 +22,9 @@ class TrainLog:
         self._f = open(path, "a" if append else "w", encoding="utf-8")
 
     def write(self, record: dict) -> None:
-        self._f.write(json.dumps({**record, "time": time.time()}) + "\n")
+        """One record as strict JSON: a NaN or infinite number (a diverged loss) is written as null."""
+        record = {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in record.items()}
+        self._f.write(json.dumps({**record, "time": time.time()}, allow_nan=False) + "\n")
         self._f.flush()
 
     def close(self) -> None:

@@ -98,8 +98,9 @@ def test_crash_mid_write_keeps_previous(tmp_path, monkeypatch):
     assert c.iter_num == 1 and np.array_equal(c.model_state["transformer.wte.weight"], model.transformer.wte.weight.data)
 
 
-def test_a_killed_writer_leaves_only_a_temp_file(tmp_path, monkeypatch):
-    """A kill between write and rename leaves a stray temp file; the real name still loads."""
+def test_a_write_stopped_before_its_rename_leaves_the_old_file(tmp_path, monkeypatch):
+    """Stopped between the write and the rename: the real name still holds the old checkpoint and
+    the temporary file is cleaned up (a hard kill, which runs no cleanup, would leave only it)."""
     model, opt = trained(steps=1)
     path = save(tmp_path / ck.LATEST, model, opt, it=1)
 
@@ -111,6 +112,21 @@ def test_a_killed_writer_leaves_only_a_temp_file(tmp_path, monkeypatch):
         save(tmp_path / ck.LATEST, *trained(steps=2), it=2)
     monkeypatch.undo()
     assert ck.load_checkpoint(path).iter_num == 1
+    assert os.listdir(tmp_path) == [ck.LATEST]
+
+
+def test_files_get_the_usual_permissions(tmp_path):
+    """Atomic writes go through mkstemp (mode 0600); the result must get what open() would give."""
+    umask = os.umask(0o022)
+    try:
+        model, opt = trained(steps=1)
+        path = save(tmp_path / ck.LATEST, model, opt, it=1)
+        assert os.stat(path).st_mode & 0o777 == 0o644
+        os.chmod(path, 0o640)  # replacing a file keeps its mode
+        save(tmp_path / ck.LATEST, model, opt, it=2)
+        assert os.stat(path).st_mode & 0o777 == 0o640
+    finally:
+        os.umask(umask)
 
 
 def test_truncated_corrupt_foreign_files(tmp_path):

@@ -238,6 +238,43 @@ def test_shakespeare_offline_message(tmp_path, monkeypatch, no_proxy):
     assert os.listdir(tmp_path / "cache") == []
 
 
+def test_shakespeare_download_path_with_a_stand_in_file(tmp_path, monkeypatch, no_proxy):
+    """The whole shakespeare_char download path (URL override, checksum, cache) on a small stand-in
+    served from 127.0.0.1, so it runs without ../shared/data too."""
+    served = tmp_path / "served"
+    served.mkdir()
+    payload = "First Citizen:\nBefore we proceed any further, hear me speak.\n\n" * 40
+    (served / "input.txt").write_text(payload, encoding="utf-8")
+    monkeypatch.setattr(corpora, "SHAKESPEARE_SHA256", hashlib.sha256(payload.encode("utf-8")).hexdigest())
+    monkeypatch.delenv("NPGPT_DATA", raising=False)
+    monkeypatch.setenv("NPGPT_CACHE", str(tmp_path / "cache"))
+    with _Server(served) as srv:
+        monkeypatch.setenv("NPGPT_SHAKESPEARE_URL", f"{srv.url}/input.txt")
+        meta = quiet("shakespeare_char", str(tmp_path / "d"))
+    assert meta["text_sha256"] == corpora.SHAKESPEARE_SHA256 and meta["text_chars"] == len(payload)
+    assert os.listdir(tmp_path / "cache") == ["tinyshakespeare.txt"]
+    assert corpora.shakespeare_text(log=lambda *a: None)[0] == payload  # from the cache, server gone
+    (tmp_path / "cache" / "tinyshakespeare.txt").write_text(payload + "tampered", encoding="utf-8")
+    with pytest.raises((ValueError, RuntimeError), match="sha256"):
+        corpora.shakespeare_text(url=f"{srv.url}/input.txt", log=lambda *a: None)  # bad cache, server gone
+
+
+def test_prepared_files_are_readable_by_others(tmp_path):
+    umask = os.umask(0o022)
+    try:
+        quiet(write(tmp_path, "t.txt", TEXT), str(tmp_path / "d"))
+    finally:
+        os.umask(umask)
+    for name in ("train.bin", "val.bin", "meta.json", "tokenizer.json"):
+        assert os.stat(tmp_path / "d" / name).st_mode & 0o777 == 0o644, name
+
+
+@pytest.mark.parametrize("bad", [0, -3, 2.5, True])
+def test_prepare_refuses_a_bad_block_size(tmp_path, bad):
+    with pytest.raises(ValueError, match="block_size must be a positive integer"):
+        quiet(write(tmp_path, "t.txt", TEXT), str(tmp_path / "d"), block_size=bad)
+
+
 def test_meta_json_is_plain_json(tmp_path):
     quiet(write(tmp_path, "t.txt", TEXT), str(tmp_path / "d"))
     meta = json.loads((tmp_path / "d" / "meta.json").read_text())

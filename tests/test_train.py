@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import signal
 import sys
@@ -127,6 +128,9 @@ def test_nan_loss_stops_and_keeps_last_good(tmp_path, data_dir, monkeypatch):
     best = ck.load_checkpoint(os.path.join(cfg.out_dir, ck.BEST))
     assert latest.iter_num == 4 and best.iter_num == 4  # the eval at step 4
     assert read_log(cfg.out_dir)[-1]["event"] == "diverged"
+    with open(os.path.join(cfg.out_dir, "log.jsonl"), encoding="utf-8") as f:  # strict JSON: NaN written as null
+        last = json.loads(f.read().splitlines()[-1], parse_constant=lambda c: pytest.fail(f"non-JSON constant {c}"))
+    assert last["loss"] is None
     assert all(np.isfinite(v).all() for v in latest.model_state.values())
 
 

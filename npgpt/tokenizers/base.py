@@ -52,10 +52,14 @@ class Tokenizer(ABC):
         """Id of the end-of-text special token, or None when there is none."""
         return None
 
+    def to_json(self) -> str:
+        """to_dict() as the JSON text that save() writes."""
+        return json.dumps(self.to_dict(), ensure_ascii=False, indent=1)
+
     def save(self, path: str | os.PathLike) -> None:
         """Write to_dict() as JSON to `path` atomically."""
         path = os.fspath(path)
-        atomic_write(path, json.dumps(self.to_dict(), ensure_ascii=False, indent=1))
+        atomic_write(path, self.to_json())
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Tokenizer:
