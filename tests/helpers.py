@@ -63,6 +63,7 @@ def check_parity(np_fn, torch_fn, args: dict, *, dtype: str = "float64", xp=np, 
     y = np_fn(**ours, **options)
     yt = torch_fn(**theirs, **options)
     assert_close(y.data, yt, dtype, "forward")
+    assert y.dtype == np_dtype, f"forward: dtype {y.dtype}, inputs are {dtype}"
     rng = np.random.default_rng(seed)
     dy = rng.standard_normal(y.shape).astype(np_dtype)
     y.backward(xp.asarray(dy))
@@ -71,4 +72,5 @@ def check_parity(np_fn, torch_fn, args: dict, *, dtype: str = "float64", xp=np, 
         if t.requires_grad:
             assert t.grad is not None, f"no gradient reached input {name!r}"
             assert_close(t.grad, theirs[name].grad, dtype, f"grad of {name}")
+            assert t.grad.dtype == np_dtype, f"grad of {name}: dtype {t.grad.dtype}, inputs are {dtype}"
     return y, yt

@@ -63,7 +63,7 @@ class Max(Function):
         self.axes, self.keepdims = normalize_axes(axis, x.ndim), keepdims
         y = x.max(axis=self.axes, keepdims=True)
         self.mask = x == y
-        self.count = self.mask.sum(axis=self.axes, keepdims=True)
+        self.count = self.mask.sum(axis=self.axes, keepdims=True).astype(x.dtype)  # int -> x's dtype: no float64 creep
         return y if keepdims else y.reshape([n for i, n in enumerate(x.shape) if i not in self.axes])
 
     def backward(self, dy):
