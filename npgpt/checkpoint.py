@@ -184,6 +184,8 @@ def load_checkpoint(path: str, prefer: str = BEST) -> Checkpoint:
         state = json.loads(meta["state"])
     except Exception as e:  # safetensors raises its own error type for a broken file
         raise ValueError(f"{bad}: {type(e).__name__}: {e} (corrupt or truncated)") from None
+    if not isinstance(state, dict):
+        raise ValueError(f"{bad}: its 'state' metadata is a {type(state).__name__}, not a JSON object (corrupt)")
     if _tensors_digest(tensors) != state.get("tensors_sha256"):
         raise ValueError(f"{bad}: the tensor data does not match its checksum (corrupt)")
     model_state = {k[len("model/"):]: v for k, v in tensors.items() if k.startswith("model/")}

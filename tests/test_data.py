@@ -14,8 +14,9 @@ import pytest
 
 from npgpt import corpora, data
 from npgpt.data import TokenData, prepare, sample_batch
+from tests.paths import SHAKESPEARE
 
-SHARED_SHAKESPEARE = os.path.join("..", "shared", "data", "tinyshakespeare.txt")
+SHARED_SHAKESPEARE = str(SHAKESPEARE)
 TEXT = "hello world, this is a tiny corpus for npgpt.\n" * 20
 quiet = functools.partial(prepare, log=lambda *a: None)
 
@@ -146,7 +147,7 @@ def test_stdlib_corpus_is_fixed_ascii_python():
 
 def test_shakespeare_from_shared_data(tmp_path, monkeypatch):
     if not os.path.isfile(SHARED_SHAKESPEARE):
-        pytest.skip(f"{SHARED_SHAKESPEARE} not present (run from the repo root with ../shared/data)")
+        pytest.skip(f"{SHARED_SHAKESPEARE} not present (../shared/data beside the checkout)")
     monkeypatch.delenv("NPGPT_DATA", raising=False)
     meta = quiet("shakespeare_char", str(tmp_path / "d"), data_path=os.path.dirname(SHARED_SHAKESPEARE))
     assert (meta["train_tokens"], meta["val_tokens"], meta["vocab_size"]) == (1003854, 111540, 65)
@@ -215,7 +216,7 @@ def test_download_checks_sha256(tmp_path, no_proxy):
 
 def test_shakespeare_download_end_to_end(tmp_path, monkeypatch, no_proxy):
     if not os.path.isfile(SHARED_SHAKESPEARE):
-        pytest.skip(f"{SHARED_SHAKESPEARE} not present (run from the repo root with ../shared/data)")
+        pytest.skip(f"{SHARED_SHAKESPEARE} not present (../shared/data beside the checkout)")
     monkeypatch.delenv("NPGPT_DATA", raising=False)
     monkeypatch.setenv("NPGPT_CACHE", str(tmp_path / "cache"))
     with _Server(os.path.dirname(os.path.abspath(SHARED_SHAKESPEARE))) as srv:

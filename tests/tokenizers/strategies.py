@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from hypothesis import strategies as st
 
-SHAKESPEARE = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "tinyshakespeare.txt"
+from tests.paths import SHAKESPEARE
+
 NO_SHAKESPEARE = f"Tiny Shakespeare not found at {SHAKESPEARE.resolve()}; the fixed corpus is still tested"
 
 # Pieces that stress the split patterns: contractions, digits, whitespace runs of every kind,
