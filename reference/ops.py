@@ -14,6 +14,99 @@ import torch
 import torch.nn.functional as F
 
 
+# --- Core ops: twins of npgpt/ops/elementwise.py, reduce.py, shape.py and matmul.py --------------
+# sum, max and pow shadow the builtins from here on: nothing in this module uses the builtins.
+
+
+def add(a, b):
+    return a + b
+
+
+def sub(a, b):
+    return a - b
+
+
+def mul(a, b):
+    return a * b
+
+
+def div(a, b):
+    return a / b
+
+
+def neg(x):
+    return torch.neg(x)
+
+
+def pow(x, p):  # noqa: A001 - the operator's name, as in npgpt
+    """x ** p for a scalar exponent p."""
+    return x**p
+
+
+def exp(x):
+    return torch.exp(x)
+
+
+def log(x):
+    return torch.log(x)
+
+
+def tanh(x):
+    return torch.tanh(x)
+
+
+def _dims(x, axis):
+    """numpy's axis (None, int or tuple) as torch's dim: None means every axis."""
+    return tuple(range(x.ndim)) if axis is None else axis
+
+
+def sum(x, axis=None, keepdims=False):  # noqa: A001 - mirrors numpy, as in npgpt
+    return torch.sum(x, dim=_dims(x, axis), keepdim=keepdims)
+
+
+def mean(x, axis=None, keepdims=False):
+    return torch.mean(x, dim=_dims(x, axis), keepdim=keepdims)
+
+
+def max(x, axis=None, keepdims=False):  # noqa: A001 - mirrors numpy, as in npgpt
+    """torch.amax: its gradient is shared equally among tied maxima, as npgpt's is."""
+    return torch.amax(x, dim=_dims(x, axis), keepdim=keepdims)
+
+
+def reshape(x, shape):
+    return x.reshape(tuple(shape))
+
+
+def transpose(x, axes=None):
+    """Permute the axes; axes=None reverses them, as numpy does."""
+    return x.permute(*(reversed(range(x.ndim)) if axes is None else axes))
+
+
+def getitem(x, index):
+    """x[index], with numpy index arrays (ints or bools) turned into torch tensors."""
+
+    def part(p):
+        return torch.as_tensor(p, device=x.device) if isinstance(p, np.ndarray) else p
+
+    return x[tuple(part(p) for p in index)] if isinstance(index, tuple) else x[part(index)]
+
+
+def split(x, sizes, axis=-1):
+    """Pieces along `axis`: `sizes` is an int (equal pieces of that size) or a list of sizes."""
+    return list(torch.split(x, sizes, dim=axis))
+
+
+def concatenate(tensors, axis=0):
+    return torch.cat(list(tensors), dim=axis)
+
+
+def matmul(a, b):
+    return a @ b
+
+
+# --- Layers ----------------------------------------------------------------------------------------
+
+
 def linear(x, w, b=None):
     """x @ w (+ b), with w stored (in, out) as GPT-2's checkpoints store it."""
     y = x @ w
