@@ -8,6 +8,11 @@ Every positional argument of `apply` is an input of the graph (arrays and number
 constants); keyword arguments are options such as an axis or a probability. `backward` returns
 one gradient per positional input, in order, or None for an input that gets none (integer ids,
 constants). Only the inputs with `requires_grad` are asked for: `self.needs_grad[i]` says which.
+
+`self.recording` tells forward whether its graph is recorded (grad enabled and some input needs a
+gradient). When it is False backward will never run: forward saves nothing and skips the work
+only backward needs (an MLP under no_grad does not compute gelu'). It is True for a Function
+used outside `apply`.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from .tensor import Tensor, is_grad_enabled
 class Function:
     inputs: tuple[Tensor, ...]
     needs_grad: tuple[bool, ...]
+    recording: bool = True
 
     def forward(self, *arrays, **options):  # pragma: no cover - abstract
         raise NotImplementedError
@@ -32,6 +38,7 @@ class Function:
         fn = cls()
         fn.needs_grad = tuple(t.requires_grad for t in tensors)
         track = is_grad_enabled() and any(fn.needs_grad)
+        fn.recording = track
         if track:
             fn.inputs = tensors
         y = fn.forward(*(t.data for t in tensors), **options)

@@ -1,7 +1,7 @@
 """Activations: GELU (GPT-2's tanh approximation, or exact with erf) and softmax.
 
-The GELU pieces are plain functions on arrays too (`gelu_forward`, `gelu_grad`), so the fused
-MLP (mlp.py) can recompute them in its backward.
+The GELU pieces are plain functions on arrays too (`gelu_forward`, `gelu_grad`, and
+`gelu_with_grad`, which runs them block by block), so the fused MLP (mlp.py) shares them.
 """
 
 from __future__ import annotations
@@ -80,6 +80,32 @@ def gelu_grad(x, s, approximate: str):
     return g
 
 
+_BLOCK = 1 << 15  # elements per block in gelu_with_grad: a block's float32 temporaries stay in cache
+
+
+def gelu_with_grad(x, approximate: str, grad: bool, overwrite: bool = False):
+    """(y, d): y = gelu(x) and, when `grad`, d = gelu'(x) (else None), x of shape (..., H).
+
+    The ten-odd elementwise passes of gelu_forward and gelu_grad run block by block of rows, so
+    each block's temporaries stay in cache instead of streaming whole (N, H) arrays through memory
+    once per pass; the bits are those of the whole-array functions. `overwrite=True` lets the
+    result reuse x's buffer (x is destroyed): d when `grad`, else y.
+    """
+    xp = get_xp(x)
+    H = x.shape[-1] if x.ndim else 1
+    x2 = x.reshape(-1, H)  # (N, H), a view when x is contiguous
+    y = x2 if overwrite and not grad else xp.empty_like(x2)
+    d = (x2 if overwrite else xp.empty_like(x2)) if grad else None
+    step = max(1, _BLOCK // max(H, 1))
+    for i in range(0, x2.shape[0], step):
+        xb = x2[i:i + step]  # (rows, H)
+        yb, sb = gelu_forward(xb, approximate)
+        if grad:
+            d[i:i + step] = gelu_grad(xb, sb, approximate)  # before y: d may share x's buffer
+        y[i:i + step] = yb
+    return y.reshape(x.shape), (d.reshape(x.shape) if grad else None)
+
+
 class Gelu(Function):
     """Gaussian error linear unit, y = x * Phi(x), Phi the standard normal CDF.
 
@@ -87,22 +113,22 @@ class Gelu(Function):
     approximate="none" (exact): y = x Phi(x),             Phi(x) = 0.5 (1 + erf(x / sqrt(2)))
 
     Shapes:   x (...)  ->  y (...)
-    Saved:    x, and t = tanh(u) (tanh form) or Phi(x) (exact form)
-    Backward: tanh form, with du/dx = sqrt(2/pi) (1 + 3 * 0.044715 x^2) and d tanh(u)/du = 1 - t^2:
-                dx = dy * (0.5 (1 + t) + 0.5 x (1 - t^2) du/dx)
+    Saved:    d = dy/dx, computed in forward while tanh(u) or Phi(x) is at hand (only when the
+              graph is recorded)
+    Backward: dx = dy * d, where
+              tanh form, with du/dx = sqrt(2/pi) (1 + 3 * 0.044715 x^2) and d tanh(u)/du = 1 - t^2:
+                d = 0.5 (1 + t) + 0.5 x (1 - t^2) du/dx
               exact form, with Phi'(x) = phi(x) = exp(-x^2 / 2) / sqrt(2 pi):
-                dx = dy * (Phi(x) + x phi(x))
+                d = Phi(x) + x phi(x)
     """
 
     def forward(self, x, approximate="tanh"):
         check_float("gelu", x)
-        self.approximate = approximate
-        y, self.s = gelu_forward(x, approximate)
-        self.x = x
+        y, self.d = gelu_with_grad(x, approximate, grad=self.recording)
         return y
 
     def backward(self, dy):
-        return (dy * gelu_grad(self.x, self.s, self.approximate),)
+        return (dy * self.d,)
 
 
 class Softmax(Function):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ..function import Function
 from ._util import check_float
-from .activation import check_approximate, gelu_forward, gelu_from, gelu_grad
+from .activation import check_approximate, gelu_with_grad
 
 
 class MLP(Function):
@@ -12,15 +12,15 @@ class MLP(Function):
 
     Shapes:   x (..., C), w_fc (C, H), b_fc (H,), w_proj (H, Cout), b_proj (Cout,)  ->  y (..., Cout)
               (GPT-2: H = 4C, Cout = C); either bias may be absent.
-    Saved:    x, h (the pre-activation), s = tanh(u) or Phi(h) (the costly transcendental of the
-              GELU, kept so backward does not evaluate it again), w_fc, w_proj. a = gelu(h) is
-              rebuilt from h and s in backward with two cheap elementwise products.
+    Saved:    x, a = gelu(h) and d = gelu'(h) (both (N, H): step 2 computes gelu' while the
+              GELU's tanh(u) or Phi(h) is at hand, and d takes over h's buffer), w_fc, w_proj.
+              Under no_grad (not recording) only a is computed, in h's buffer, and nothing is saved.
     Forward:  1. h = x @ w_fc + b_fc        # (..., H)
-              2. a = gelu(h)                # (..., H)
+              2. a = gelu(h),  d = gelu'(h) # (..., H)  (see activation.Gelu for gelu')
               3. y = a @ w_proj + b_proj    # (..., Cout)
     Backward: with rows flattened (N = product of the leading dims):
               3. dw_proj = a^T @ dy,  db_proj = sum_rows(dy),  da = dy @ w_proj^T
-              2. dh = da * gelu'(h)
+              2. dh = da * d
               1. dw_fc = x^T @ dh,  db_fc = sum_rows(dh),  dx = dh @ w_fc^T
     """
 
@@ -46,11 +46,12 @@ class MLP(Function):
         h = x.reshape(-1, x.shape[-1]) @ w_fc  # 1. (N, H): one matrix product over all rows
         if b_fc is not None:
             h += b_fc
-        a, s = gelu_forward(h, approximate)  # 2. (N, H)
+        a, d = gelu_with_grad(h, approximate, grad=self.recording, overwrite=True)  # 2. (N, H); h is gone
         y = a @ w_proj  # 3. (N, Cout)
         if b_proj is not None:
             y += b_proj
-        self.x, self.h, self.s, self.w_fc, self.w_proj = x, h, s, w_fc, w_proj
+        if self.recording:
+            self.x, self.a, self.d, self.w_fc, self.w_proj = x, a, d, w_fc, w_proj
         return y.reshape(*lead, w_proj.shape[1])  # (..., Cout)
 
     def backward(self, dy):
@@ -62,9 +63,8 @@ class MLP(Function):
         need_bfc = need.pop(0) if self.has_b_fc else False
         need_wproj = need.pop(0)
         need_bproj = need.pop(0) if self.has_b_proj else False
-        h, s = self.h, self.s  # (N, H)
+        a = self.a  # (N, H)
         dy2 = dy.reshape(-1, Cout)  # (N, Cout)
-        a = gelu_from(h, s, self.approximate)  # (N, H)
         # 3.
         dw_proj = a.T @ dy2 if need_wproj else None  # (H, Cout)
         db_proj = dy2.sum(axis=0) if need_bproj else None  # (Cout,)
@@ -73,7 +73,7 @@ class MLP(Function):
             da = dy2 @ self.w_proj.T  # (N, H)
             # 2.
             dh = da
-            dh *= gelu_grad(h, s, self.approximate)  # (N, H), in place in da
+            dh *= self.d  # (N, H), in place in da
             # 1.
             if need_wfc:
                 dw_fc = self.x.reshape(-1, C).T @ dh  # (C, H)
