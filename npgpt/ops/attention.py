@@ -44,7 +44,9 @@ class Attention(Function):
       7. y = Y with heads merged back                                                    (B, T, C)
 
     Shapes:   qkv (B, T, 3C)  ->  y (B, T, C)
-    Saved:    q, k, v (views of qkv), P, and the boolean keep mask when dropout is active
+    Saved:    q, k, v (views of qkv), P, and the boolean keep mask when dropout is active; nothing
+              under no_grad. Steps 2-6 (and their backward) run a few sequences at a time, so
+              each block's (b, NH, T, T) temporaries stay in cache.
     Backward: walking the steps in reverse, with dy (B, T, C):
       7. dY = dy split into heads                                       (B, NH, T, HS)
       6. dA = dY @ v^T,   dv = A^T @ dY                       (A recomputed as P * keep / (1 - p))
@@ -65,23 +67,31 @@ class Attention(Function):
 
         heads = qkv.reshape(B, T, 3, NH, HS).transpose(2, 0, 3, 1, 4)  # (3, B, NH, T, HS)
         q, k, v = heads[0], heads[1], heads[2]  # 1. (B, NH, T, HS) each
-        att = q @ k.swapaxes(-1, -2)  # 2. (B, NH, T, T)
-        att *= scale
-        att += _causal_bias(xp, T, att.dtype)  # 3.
-        att -= att.max(axis=-1, keepdims=True)  # 4. softmax; the diagonal keeps every row finite
-        xp.exp(att, out=att)
-        att /= att.sum(axis=-1, keepdims=True)
-        self.q, self.k, self.v, self.P = q, k, v, att
-        self.keep = None
-        if training and dropout > 0:  # 5.
+        keep = None
+        if training and dropout > 0:  # 5. the whole mask in one draw, so a seed gives the same mask
             if generator is None:
                 generator = rng(None)
-            self.keep = dropout_keep(generator, att.shape, dropout, att)  # (B, NH, T, T) booleans
-            self.inv_keep_prob = att.dtype.type(1.0 / (1.0 - dropout))
-            att = att * self.keep
-            att *= self.inv_keep_prob
-        Y = att @ v  # 6. (B, NH, T, HS)
-        return Y.transpose(0, 2, 1, 3).reshape(B, T, C)  # 7. (B, T, C)
+            keep = dropout_keep(generator, (B, NH, T, T), dropout, qkv)  # (B, NH, T, T) booleans
+            self.inv_keep_prob = qkv.dtype.type(1.0 / (1.0 - dropout))
+        bias = _causal_bias(xp, T, qkv.dtype)
+        P = xp.empty((B, NH, T, T), dtype=qkv.dtype) if self.recording else None
+        y = xp.empty((B, T, NH, HS), dtype=qkv.dtype)
+        for b0, b1 in _blocks(B, NH * T * T):  # steps 2-6 on a few sequences at a time, in cache
+            att = q[b0:b1] @ k[b0:b1].swapaxes(-1, -2)  # 2. (b, NH, T, T)
+            att *= scale
+            att += bias  # 3.
+            att -= att.max(axis=-1, keepdims=True)  # 4. softmax; the diagonal keeps every row finite
+            xp.exp(att, out=att)
+            att /= att.sum(axis=-1, keepdims=True)
+            if P is not None:
+                P[b0:b1] = att
+            if keep is not None:  # 5.
+                att *= keep[b0:b1]
+                att *= self.inv_keep_prob
+            y[b0:b1] = (att @ v[b0:b1]).transpose(0, 2, 1, 3)  # 6., 7. (b, T, NH, HS)
+        if self.recording:
+            self.q, self.k, self.v, self.P, self.keep = q, k, v, P, keep
+        return y.reshape(B, T, C)  # 7. (B, T, C)
 
     def backward(self, dy):
         xp = get_xp(dy)
@@ -90,21 +100,32 @@ class Attention(Function):
         scale = 1.0 / math.sqrt(HS)
 
         dY = dy.reshape(B, T, NH, HS).transpose(0, 2, 1, 3)  # 7. (B, NH, T, HS)
-        A = P if keep is None else P * keep * self.inv_keep_prob
-        dv = A.swapaxes(-1, -2) @ dY  # 6. (B, NH, T, HS)
-        dP = dY @ v.swapaxes(-1, -2)  # 6. (B, NH, T, T)
-        if keep is not None:
-            dP *= keep  # 5.
-            dP *= self.inv_keep_prob
-        dP -= (dP * P).sum(axis=-1, keepdims=True)  # 4. dS = P * (dP - sum(dP * P))
-        dP *= P
-        dP *= scale  # 3. nothing to do; 2. fold s into dS once
-        dq = dP @ k  # 2. (B, NH, T, HS)
-        dk = dP.swapaxes(-1, -2) @ q  # 2. (B, NH, T, HS)
+        dqkv = xp.empty((B, T, 3, NH, HS), dtype=dy.dtype)  # 1. filled block by block
+        for b0, b1 in _blocks(B, NH * T * T):
+            Pb, dYb = P[b0:b1], dY[b0:b1]  # (b, NH, T, T), (b, NH, T, HS)
+            A = Pb if keep is None else Pb * keep[b0:b1] * self.inv_keep_prob
+            dv = A.swapaxes(-1, -2) @ dYb  # 6. (b, NH, T, HS)
+            dP = dYb @ v[b0:b1].swapaxes(-1, -2)  # 6. (b, NH, T, T)
+            if keep is not None:
+                dP *= keep[b0:b1]  # 5.
+                dP *= self.inv_keep_prob
+            dP -= (dP * Pb).sum(axis=-1, keepdims=True)  # 4. dS = P * (dP - sum(dP * P))
+            dP *= Pb
+            dP *= scale  # 3. nothing to do; 2. fold s into dS once
+            dq = dP @ k[b0:b1]  # 2. (b, NH, T, HS)
+            dk = dP.swapaxes(-1, -2) @ q[b0:b1]  # 2. (b, NH, T, HS)
+            out = dqkv[b0:b1].transpose(2, 0, 3, 1, 4)  # 1. (3, b, NH, T, HS), a view
+            out[0], out[1], out[2] = dq, dk, dv
+        return (dqkv.reshape(B, T, 3 * NH * HS),)  # (B, T, 3C)
 
-        dqkv = xp.empty((3, B, NH, T, HS), dtype=dy.dtype)  # 1.
-        dqkv[0], dqkv[1], dqkv[2] = dq, dk, dv
-        return (dqkv.transpose(1, 3, 0, 2, 4).reshape(B, T, 3 * NH * HS),)  # (B, T, 3C)
+
+_BLOCK = 1 << 18  # score elements per block (1 MiB in float32): a block's (b, NH, T, T) arrays stay in cache
+
+
+def _blocks(B: int, per_sequence: int):
+    """(b0, b1) ranges over the batch, each holding about _BLOCK score elements (at least one sequence)."""
+    step = max(1, _BLOCK // per_sequence)
+    return [(b0, min(b0 + step, B)) for b0 in range(0, B, step)]
 
 
 def attention(qkv, n_head: int, dropout: float = 0.0, training: bool = False, generator=None):
