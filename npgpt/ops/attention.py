@@ -88,7 +88,7 @@ class Attention(Function):
             if keep is not None:  # 5.
                 att *= keep[b0:b1]
                 att *= self.inv_keep_prob
-            y[b0:b1] = (att @ v[b0:b1]).transpose(0, 2, 1, 3)  # 6., 7. (b, T, NH, HS)
+            xp.matmul(att, v[b0:b1], out=y[b0:b1].transpose(0, 2, 1, 3))  # 6., 7. Y straight into y's layout
         if self.recording:
             self.q, self.k, self.v, self.P, self.keep = q, k, v, P, keep
         return y.reshape(B, T, C)  # 7. (B, T, C)
@@ -103,8 +103,9 @@ class Attention(Function):
         dqkv = xp.empty((B, T, 3, NH, HS), dtype=dy.dtype)  # 1. filled block by block
         for b0, b1 in _blocks(B, NH * T * T):
             Pb, dYb = P[b0:b1], dY[b0:b1]  # (b, NH, T, T), (b, NH, T, HS)
+            out = dqkv[b0:b1].transpose(2, 0, 3, 1, 4)  # 1. (3, b, NH, T, HS), a view: dq, dk, dv go there
             A = Pb if keep is None else Pb * keep[b0:b1] * self.inv_keep_prob
-            dv = A.swapaxes(-1, -2) @ dYb  # 6. (b, NH, T, HS)
+            xp.matmul(A.swapaxes(-1, -2), dYb, out=out[2])  # 6. dv (b, NH, T, HS)
             dP = dYb @ v[b0:b1].swapaxes(-1, -2)  # 6. (b, NH, T, T)
             if keep is not None:
                 dP *= keep[b0:b1]  # 5.
@@ -112,10 +113,8 @@ class Attention(Function):
             dP -= (dP * Pb).sum(axis=-1, keepdims=True)  # 4. dS = P * (dP - sum(dP * P))
             dP *= Pb
             dP *= scale  # 3. nothing to do; 2. fold s into dS once
-            dq = dP @ k[b0:b1]  # 2. (b, NH, T, HS)
-            dk = dP.swapaxes(-1, -2) @ q[b0:b1]  # 2. (b, NH, T, HS)
-            out = dqkv[b0:b1].transpose(2, 0, 3, 1, 4)  # 1. (3, b, NH, T, HS), a view
-            out[0], out[1], out[2] = dq, dk, dv
+            xp.matmul(dP, k[b0:b1], out=out[0])  # 2. dq (b, NH, T, HS)
+            xp.matmul(dP.swapaxes(-1, -2), q[b0:b1], out=out[1])  # 2. dk (b, NH, T, HS)
         return (dqkv.reshape(B, T, 3 * NH * HS),)  # (B, T, 3C)
 
 
