@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ..backend import get_xp
 from ..function import Function
 from ._util import check_float
 
@@ -10,7 +11,7 @@ class LayerNorm(Function):
     """y = (x - mean(x)) / sqrt(var(x) + eps) * w + b   over the last axis (biased variance).
 
     Shapes:   x (..., C), w (C,), b (C,) or absent  ->  y (..., C)
-    Saved:    xhat (..., C), rstd (..., 1), w
+    Saved:    xhat (..., C), rstd (..., 1), w; nothing under no_grad (y then reuses xhat's buffer)
     Backward: forward steps
                 1. mu = mean_C(x),  xc = x - mu,  rstd = 1 / sqrt(mean_C(xc^2) + eps)
                 2. xhat = xc * rstd
@@ -36,10 +37,15 @@ class LayerNorm(Function):
                 raise ValueError(f"layer_norm: bias of shape {tuple(b.shape)}, expected ({C},) for x {tuple(x.shape)}")
         xc = x - x.mean(axis=-1, keepdims=True)  # (..., C)
         var = (xc * xc).mean(axis=-1, keepdims=True)  # (..., 1)
-        self.rstd = 1.0 / (var + eps) ** 0.5  # (..., 1)
-        self.xhat = xc * self.rstd  # (..., C)
-        self.w = w
-        y = self.xhat * w
+        rstd = 1.0 / (var + eps) ** 0.5  # (..., 1)
+        xhat = xc
+        xhat *= rstd  # (..., C), in place in xc
+        if self.recording:
+            self.xhat, self.rstd, self.w = xhat, rstd, w
+            y = xhat * w
+        else:  # nothing is saved: y takes over xhat's buffer
+            y = xhat
+            y *= w
         if b is not None:
             y += b
         return y
@@ -50,7 +56,12 @@ class LayerNorm(Function):
         dx = dw = db = None
         if self.needs_grad[0]:
             g = dy * self.w  # (..., C)
-            dx = self.rstd * (g - g.mean(axis=-1, keepdims=True) - xhat * (g * xhat).mean(axis=-1, keepdims=True))
+            gx = g * xhat
+            m2 = gx.mean(axis=-1, keepdims=True)  # mean_C(g * xhat) (..., 1)
+            g -= g.mean(axis=-1, keepdims=True)
+            g -= get_xp(g).multiply(xhat, m2, out=gx)  # gx's buffer reused for xhat * mean_C(g * xhat)
+            g *= self.rstd
+            dx = g  # rstd * (g - mean_C(g) - xhat * mean_C(g * xhat)), built in g's buffer
         if self.needs_grad[1]:
             dw = (dy * xhat).reshape(-1, C).sum(axis=0)  # (C,)
         if len(self.needs_grad) == 2:
