@@ -21,6 +21,7 @@ class CrossEntropy(Function):
 
     Shapes:   logits (..., V) float, targets (...) integer  ->  loss ()
     Saved:    P = softmax(X) (R, V), the targets with ignored rows set to 0, the valid mask, N
+              (none of it, and no P, under no_grad)
     Backward: with dloss the upstream scalar, walking back:
       4. dlogp_n = -dloss / N on valid rows, 0 on ignored rows
       3. d(logp_n)/dZ_nj = [j = t_n] - d(lse_n)/dZ_nj
@@ -47,8 +48,9 @@ class CrossEntropy(Function):
         total = -(logp * valid).sum()
         loss = total / n_valid if n_valid else xp.asarray(xp.nan, dtype=logits.dtype)  # 4.
 
-        E /= sumexp[:, None]  # P (R, V), in place
-        self.P, self.t, self.valid, self.n_valid = E, t, valid, n_valid
+        if self.recording:  # under no_grad P is never needed
+            E /= sumexp[:, None]  # P (R, V), in place
+            self.P, self.t, self.valid, self.n_valid = E, t, valid, n_valid
         return xp.asarray(loss, dtype=logits.dtype)
 
     def backward(self, dloss):
