@@ -48,10 +48,15 @@ def cuda_available() -> bool:
     return True
 
 
+def default_device() -> str:
+    """$NPGPT_DEVICE when set, else 'cpu' (not yet checked: resolve_device checks)."""
+    return os.environ.get("NPGPT_DEVICE") or "cpu"
+
+
 def resolve_device(device: str | None = None) -> str:
     """The device to use: the argument, else $NPGPT_DEVICE, else 'cpu'. Checked, never guessed."""
     if device is None:
-        device = os.environ.get("NPGPT_DEVICE", "cpu") or "cpu"
+        device = default_device()
     if device not in DEVICES:
         raise ValueError(f"unknown device {device!r}: expected one of {DEVICES}")
     if device == "cuda":

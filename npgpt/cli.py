@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from .backend import DEVICES, default_device
+
 
 def _add_gradcheck(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed for the inputs, projections and directions")
@@ -111,7 +113,7 @@ def _add_sample(p: argparse.ArgumentParser) -> None:
     p.add_argument("--top-k", type=top_k, default=200, help="keep the k likeliest tokens, >= 1, or none (default: 200)")
     p.add_argument("--seed", type=int, default=1337)
     p.add_argument("--num-samples", type=int, default=1)
-    p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    p.add_argument("--device", default=default_device(), choices=DEVICES, help="default: $NPGPT_DEVICE, else cpu")
     p.add_argument("--dtype", default="float32", choices=("float32", "float64"))
 
 

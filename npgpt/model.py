@@ -45,10 +45,12 @@ class GPTConfig:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
                 raise ValueError(f"GPTConfig.{name} must be a positive integer, got {v!r}")
+            object.__setattr__(self, name, int(v))  # a NumPy integer becomes a plain int (JSON-able)
         if self.n_embd % self.n_head:
             raise ValueError(f"GPTConfig.n_embd={self.n_embd} must be divisible by n_head={self.n_head}")
         if isinstance(self.dropout, bool) or not isinstance(self.dropout, (int, float)) or not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"GPTConfig.dropout must be in [0, 1), got {self.dropout!r}")
+        object.__setattr__(self, "dropout", float(self.dropout))
         if self.pos_encoding not in POS_ENCODINGS:
             raise ValueError(f"GPTConfig.pos_encoding must be one of {POS_ENCODINGS}, got {self.pos_encoding!r}")
         if self.activation not in ACTIVATIONS:
@@ -84,12 +86,12 @@ class GPT(Module):
 
     model(idx, targets=None) -> (logits (B, T, V), loss or None).
     Weights are drawn from `npgpt.backend.rng(seed)` in float64 on the CPU, then cast to `dtype`
-    and moved to `device`: the same seed gives the same model on CPU and GPU. Dropout masks come
+    and moved to `device` (None: $NPGPT_DEVICE, else cpu): the same seed gives the same model on CPU and GPU. Dropout masks come
     from `model.dropout_generator`, a NumPy Generator seeded from `seed` as well; its
     `bit_generator.state` is what a checkpoint saves to resume exactly.
     """
 
-    def __init__(self, config: GPTConfig, seed: int = 0, dtype="float32", device: str | None = "cpu"):
+    def __init__(self, config: GPTConfig, seed: int = 0, dtype="float32", device: str | None = None):
         super().__init__()
         if not isinstance(config, GPTConfig):
             raise ValueError(f"GPT needs a GPTConfig, got {type(config).__name__}")

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .backend import DEVICES, DTYPES, default_device
 from .checkpoint import BEST, LATEST, load_checkpoint, save_checkpoint
 from .data import TokenData
 from .model import GPT, GPTConfig
@@ -84,7 +85,7 @@ class TrainConfig:
     # system
     seed: int = _h("seed for weights, batches and dropout", 1337)
     dtype: str = _h("'float32' or 'float64'", "float32")
-    device: str = _h("'cpu' or 'cuda' (CuPy)", "cpu")
+    device: str = _h("'cpu' or 'cuda' (CuPy); the default is $NPGPT_DEVICE, else cpu", default_device())
 
     def __post_init__(self):
         for name in ("eval_interval", "eval_iters", "log_interval", "batch_size", "block_size", "grad_accum"):
@@ -99,8 +100,12 @@ class TrainConfig:
             raise ValueError(f"TrainConfig.warmup_iters={self.warmup_iters} exceeds lr_decay_iters={self.lr_decay_iters}")
         if self.grad_clip < 0 or self.weight_decay < 0:
             raise ValueError(f"TrainConfig.grad_clip and weight_decay must be >= 0, got {self.grad_clip}, {self.weight_decay}")
-        if self.dtype not in ("float32", "float64") or self.device not in ("cpu", "cuda"):
-            raise ValueError(f"TrainConfig: dtype must be float32/float64 and device cpu/cuda, got {self.dtype!r}, {self.device!r}")
+        if self.dtype not in DTYPES or self.device not in DEVICES:
+            raise ValueError(f"TrainConfig: dtype must be one of {tuple(DTYPES)} and device one of {DEVICES}, "
+                             f"got {self.dtype!r}, {self.device!r}")
+        for name in ("beta1", "beta2"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ValueError(f"TrainConfig.{name} must lie in [0, 1), got {getattr(self, name)}")
         if not self.init_from:
             raise ValueError("TrainConfig.init_from must be 'scratch', 'resume' or a checkpoint path")
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -283,3 +285,9 @@ def test_module_machinery():
     wte = m.transformer.wte.weight
     m.load_state_dict({k: v.astype(np.float64) + 1 for k, v in m.state_dict().items()})
     assert m.transformer.wte.weight is wte and wte.data.dtype == np.float32
+
+
+def test_config_numpy_integers_become_plain_ints():
+    cfg = GPTConfig(vocab_size=np.int64(7), block_size=np.int32(4), n_layer=1, n_head=1, n_embd=np.int64(4))
+    assert all(type(getattr(cfg, n)) is int for n in ("vocab_size", "block_size", "n_embd"))
+    assert json.loads(json.dumps(cfg.to_dict()))["vocab_size"] == 7

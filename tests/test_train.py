@@ -209,6 +209,22 @@ def test_bad_config_values():
     with pytest.raises(ValueError, match="warmup_iters=500 exceeds lr_decay_iters=100"):
         TrainConfig(warmup_iters=500, lr_decay_iters=100)
     assert TrainConfig(warmup_iters=100, max_iters=10).decay_iters == 100  # a short run only warms up
+    with pytest.raises(ValueError, match=r"beta2 must lie in \[0, 1\), got 1.5"):
+        TrainConfig(beta2=1.5)
+    with pytest.raises(ValueError, match="device one of"):
+        TrainConfig(device="tpu")
+
+
+def test_device_default_comes_from_the_environment(monkeypatch):
+    from npgpt.backend import default_device
+    from npgpt.model import GPTConfig
+
+    monkeypatch.setenv("NPGPT_DEVICE", "nonsense")
+    assert default_device() == "nonsense"
+    with pytest.raises(ValueError, match="unknown device 'nonsense'"):
+        GPT(GPTConfig(vocab_size=5, block_size=4, n_layer=1, n_head=1, n_embd=4))  # device=None reads it
+    monkeypatch.delenv("NPGPT_DEVICE")
+    assert default_device() == "cpu"
 
 
 def test_resume_without_checkpoint(tmp_path, data_dir):
