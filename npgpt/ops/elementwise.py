@@ -12,7 +12,12 @@ from ._util import unbroadcast
 
 
 class Add(Function):
-    """y = a + b.   Backward: da = dy, db = dy (each summed back to its own shape)."""
+    """y = a + b.
+
+    Shapes:   a, b broadcastable  ->  y (their broadcast shape)
+    Saved:    the shapes of a and b
+    Backward: dy/da = dy/db = 1 elementwise, so da = dy, db = dy, each summed back to its own shape
+    """
 
     def forward(self, a, b):
         self.a_shape, self.b_shape = a.shape, b.shape
@@ -23,7 +28,12 @@ class Add(Function):
 
 
 class Sub(Function):
-    """y = a - b.   Backward: da = dy, db = -dy."""
+    """y = a - b.
+
+    Shapes:   a, b broadcastable  ->  y (their broadcast shape)
+    Saved:    the shapes of a and b
+    Backward: dy/da = 1, dy/db = -1, so da = dy, db = -dy, each summed back to its own shape
+    """
 
     def forward(self, a, b):
         self.a_shape, self.b_shape = a.shape, b.shape
@@ -35,7 +45,12 @@ class Sub(Function):
 
 
 class Mul(Function):
-    """y = a * b.   Backward: da = dy * b, db = dy * a.   Saved: a, b."""
+    """y = a * b.
+
+    Shapes:   a, b broadcastable  ->  y (their broadcast shape)
+    Saved:    a, b
+    Backward: dy/da = b, dy/db = a, so da = dy * b, db = dy * a, each summed back to its own shape
+    """
 
     def forward(self, a, b):
         self.a, self.b = a, b
@@ -48,7 +63,13 @@ class Mul(Function):
 
 
 class Div(Function):
-    """y = a / b.   Backward: da = dy / b, db = -dy * a / b^2 = -dy * y / b.   Saved: b, y."""
+    """y = a / b.
+
+    Shapes:   a, b broadcastable  ->  y (their broadcast shape)
+    Saved:    the shape of a, b, y
+    Backward: dy/da = 1 / b, dy/db = -a / b^2 = -y / b, so da = dy / b, db = -dy * y / b,
+              each summed back to its own shape
+    """
 
     def forward(self, a, b):
         self.a_shape, self.b = a.shape, b
@@ -62,7 +83,12 @@ class Div(Function):
 
 
 class Neg(Function):
-    """y = -x.   Backward: dx = -dy."""
+    """y = -x.
+
+    Shapes:   x (...)  ->  y (...)
+    Saved:    nothing
+    Backward: dy/dx = -1, so dx = -dy
+    """
 
     def forward(self, x):
         return -x
@@ -72,7 +98,12 @@ class Neg(Function):
 
 
 class Pow(Function):
-    """y = x^p for a constant scalar p.   Backward: dx = dy * p * x^(p-1).   Saved: x, p."""
+    """y = x^p for a constant scalar p.
+
+    Shapes:   x (...)  ->  y (...)
+    Saved:    x, p
+    Backward: dy/dx = p x^(p-1), so dx = dy * p * x^(p-1)
+    """
 
     def forward(self, x, p: float):
         self.x, self.p = x, p
@@ -83,7 +114,12 @@ class Pow(Function):
 
 
 class Exp(Function):
-    """y = exp(x).   Backward: dx = dy * y.   Saved: y."""
+    """y = exp(x).
+
+    Shapes:   x (...)  ->  y (...)
+    Saved:    y
+    Backward: dy/dx = exp(x) = y, so dx = dy * y
+    """
 
     def forward(self, x):
         self.y = get_xp(x).exp(x)
@@ -94,7 +130,12 @@ class Exp(Function):
 
 
 class Log(Function):
-    """y = log(x).   Backward: dx = dy / x.   Saved: x."""
+    """y = log(x).
+
+    Shapes:   x (...)  ->  y (...)
+    Saved:    x
+    Backward: dy/dx = 1 / x, so dx = dy / x
+    """
 
     def forward(self, x):
         self.x = x
@@ -105,7 +146,12 @@ class Log(Function):
 
 
 class Tanh(Function):
-    """y = tanh(x).   Backward: dx = dy * (1 - y^2).   Saved: y."""
+    """y = tanh(x).
+
+    Shapes:   x (...)  ->  y (...)
+    Saved:    y
+    Backward: tanh' = 1 - tanh^2, so dx = dy * (1 - y^2)
+    """
 
     def forward(self, x):
         self.y = get_xp(x).tanh(x)

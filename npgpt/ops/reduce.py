@@ -20,7 +20,12 @@ def _restore(dy, axes, keepdims):
 
 
 class Sum(Function):
-    """y = sum of x over `axes`.   Backward: dx = dy broadcast back over those axes."""
+    """y = sum of x over `axes`.
+
+    Shapes:   x (...)  ->  y: x's shape without the reduced axes (kept as size 1 with keepdims)
+    Saved:    x's shape, the axes, keepdims
+    Backward: every x element enters its sum with weight 1, so dx = dy broadcast back over the axes
+    """
 
     def forward(self, x, axis=None, keepdims=False):
         self.shape = x.shape
@@ -33,7 +38,12 @@ class Sum(Function):
 
 
 class Mean(Function):
-    """y = sum(x over axes) / N, N = number of elements reduced.   Backward: dx = dy / N, broadcast."""
+    """y = sum(x over axes) / N, N = number of elements reduced.
+
+    Shapes:   x (...)  ->  y: x's shape without the reduced axes (kept as size 1 with keepdims)
+    Saved:    x's shape, the axes, keepdims, N
+    Backward: every x element enters its mean with weight 1 / N, so dx = dy / N broadcast back
+    """
 
     def forward(self, x, axis=None, keepdims=False):
         self.shape = x.shape
@@ -54,6 +64,7 @@ class Mean(Function):
 class Max(Function):
     """y = max of x over `axes`.
 
+    Shapes:   x (...)  ->  y: x's shape without the reduced axes (kept as size 1 with keepdims)
     Backward: the gradient flows to the positions that hold the maximum. When several positions tie,
     dy is shared equally among them (the subgradient PyTorch's amax uses), so the total is dy.
     Saved: the mask of maxima and its count.

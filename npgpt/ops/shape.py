@@ -13,7 +13,12 @@ from ..tensor import Tensor
 
 
 class Reshape(Function):
-    """y = x viewed with a new shape.   Backward: dx = dy reshaped to x's shape."""
+    """y = x viewed with a new shape (same elements, same order).
+
+    Shapes:   x (...)  ->  y (shape), with as many elements
+    Saved:    x's shape
+    Backward: element i of y is element i of x, so dx = dy reshaped to x's shape
+    """
 
     def forward(self, x, shape=None):
         self.shape = x.shape
@@ -27,7 +32,12 @@ class Reshape(Function):
 
 
 class Transpose(Function):
-    """y = x with its axes permuted (reversed when axes is None).   Backward: the inverse permutation."""
+    """y = x with its axes permuted (reversed when axes is None): y[i_axes[0], ...] = x[i_0, ...].
+
+    Shapes:   x (d_0, ..., d_n)  ->  y (d_axes[0], ..., d_axes[n])
+    Saved:    the inverse permutation
+    Backward: dx = dy with its axes put back by the inverse permutation
+    """
 
     def forward(self, x, axes=None):
         axes = tuple(range(x.ndim))[::-1] if axes is None else tuple(a % max(x.ndim, 1) for a in axes)
@@ -43,6 +53,8 @@ class Transpose(Function):
 class GetItem(Function):
     """y = x[index] (basic or advanced NumPy indexing).
 
+    Shapes:   x (...)  ->  y: whatever x[index] gives
+    Saved:    x's shape and dtype, the index
     Backward: dx = zeros like x, then dx[index] += dy; with repeated indices every copy adds its part
     (np.add.at semantics, through a scatter-add).
     """
@@ -62,7 +74,12 @@ class GetItem(Function):
 
 
 class Concatenate(Function):
-    """y = the inputs joined along `axis`.   Backward: dy cut back into the inputs' pieces."""
+    """y = the inputs joined along `axis`.
+
+    Shapes:   x_k (..., n_k, ...)  ->  y (..., sum_k n_k, ...)
+    Saved:    axis, the sizes n_k
+    Backward: each element of y is one element of one x_k, so dx_k = the k-th piece of dy along axis
+    """
 
     def forward(self, *xs, axis=0):
         xp = get_xp(*xs)
