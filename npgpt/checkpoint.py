@@ -59,11 +59,12 @@ class Checkpoint:
             raise ValueError(f"{self.path}: this checkpoint holds no tokenizer")
         return tokenizer_from_dict(self.tokenizer)
 
-    def build_model(self, dtype="float32", device="cpu", **overrides):
-        """A GPT with this checkpoint's config (fields in `overrides` replaced, e.g. dropout) and weights."""
+    def build_model(self, dtype="float32", device=None, seed: int = 0, **overrides):
+        """A GPT with this checkpoint's config (fields in `overrides` replaced, e.g. dropout) and weights;
+        `seed` only seeds its dropout generator, since the weights come from the checkpoint."""
         from .model import GPT  # noqa: PLC0415
 
-        model = GPT(self.gpt_config(**overrides), dtype=dtype, device=device)
+        model = GPT(self.gpt_config(**overrides), seed=seed, dtype=dtype, device=device)
         model.load_state_dict(self.model_state)
         return model
 

@@ -20,7 +20,6 @@ draws exactly the batches and masks the uninterrupted run would have drawn.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 import signal
@@ -36,7 +35,7 @@ from .data import TokenData
 from .model import GPT, GPTConfig
 from .optim import clip_grad_norm, configure_optimizer, cosine_lr
 from .tensor import no_grad
-from .trainlog import Progress, TrainLog, plot_losses
+from .trainlog import Progress, TrainLog, plot_losses, read_log  # noqa: F401 - read_log re-exported
 
 MODEL_FIELDS = ("n_layer", "n_head", "n_embd", "block_size", "bias", "pos_encoding", "activation", "tie_embeddings")
 
@@ -163,8 +162,7 @@ def _start(cfg: TrainConfig, data: TokenData, log):
     if changed:
         log(f"model shape from {ckpt.path}: " + ", ".join(f"{k}={v}" for k, (_, v) in changed.items()))
     cfg = dataclasses.replace(cfg, **shape)
-    model = GPT(ckpt.gpt_config(dropout=cfg.dropout), seed=cfg.seed, dtype=cfg.dtype, device=cfg.device)
-    model.load_state_dict(ckpt.model_state)
+    model = ckpt.build_model(dtype=cfg.dtype, device=cfg.device, seed=cfg.seed, dropout=cfg.dropout)
     log(f"{'resuming' if resume else 'fine-tuning'} from {ckpt.path} (step {ckpt.iter_num})")
     return cfg, model, ckpt
 
@@ -312,7 +310,3 @@ def config_from_cli(args) -> TrainConfig:
         return resume_config(given.get("out_dir", TrainConfig.out_dir), given)
     return TrainConfig(**given)
 
-
-def read_log(out_dir: str) -> list[dict]:
-    with open(os.path.join(out_dir, "log.jsonl"), encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]

@@ -85,6 +85,18 @@ class Progress:
                  f"{_fmt_seconds(elapsed)} elapsed, ~{_fmt_seconds(left)} left")
 
 
+def read_log(out_dir: str) -> list[dict]:
+    """The records of out_dir/log.jsonl, in order; a last line cut short by a kill is skipped."""
+    records = []
+    with open(os.path.join(out_dir, "log.jsonl"), encoding="utf-8") as f:
+        for line in f:
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+    return records
+
+
 def plot_losses(out_dir: str, log=print) -> str | None:
     """Draw train (every logged step, and each eval) and val loss against the step into out_dir/loss.png.
 
@@ -102,19 +114,14 @@ def plot_losses(out_dir: str, log=print) -> str | None:
         log("(matplotlib is not installed: no loss plot; pip install 'npgpt[train]')")
         return None
     steps, evals = [], []
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            try:
-                r = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # a line cut short by a kill
-            if r.get("event") == "start":  # a fresh run or a resume: later records supersede
-                steps = [s for s in steps if s[0] <= r["iter"]]
-                evals = [e for e in evals if e[0] < r["iter"]]
-            elif r.get("event") == "step":
-                steps.append((r["iter"], r["loss"]))
-            elif r.get("event") == "eval":
-                evals.append((r["iter"], r["train_loss"], r["val_loss"]))
+    for r in read_log(out_dir):
+        if r.get("event") == "start":  # a fresh run or a resume: later records supersede
+            steps = [s for s in steps if s[0] <= r["iter"]]
+            evals = [e for e in evals if e[0] < r["iter"]]
+        elif r.get("event") == "step":
+            steps.append((r["iter"], r["loss"]))
+        elif r.get("event") == "eval":
+            evals.append((r["iter"], r["train_loss"], r["val_loss"]))
     if not steps and not evals:
         log(f"(nothing logged in {path} yet: no plot)")
         return None
