@@ -1,172 +1,363 @@
-"""Training-step throughput: npgpt vs its PyTorch twin, same config, float32, batch and threads.
+"""npgpt vs a nanoGPT-style PyTorch GPT: training step, eval forward and peak memory, side by side.
 
-One step = forward + backward + AdamW step (+ clipping at 1.0, as a training loop does). The two
-frameworks alternate step by step after their warmup steps, so a busy machine slows both alike.
+The baseline is reference/nanogpt.py (SDPA attention, F.gelu, F.layer_norm, F.cross_entropy,
+torch.optim.AdamW), loaded with npgpt's weights. Per config, in float32:
+  train step = zero_grad, forward with targets, backward, clip_grad_norm(1.0), AdamW step
+               (npgpt.optim's AdamW vs torch.optim.AdamW, nanoGPT's groups, the same hyperparameters)
+  eval fwd   = forward with targets in eval mode under no_grad (what estimate_loss runs)
+Each framework runs at 1 and at 2 threads (BLAS and torch intra-op threads, and npgpt's pool), all
+four (framework, threads) pairs alternating step by step, so a busy machine slows all alike. The
+ratio is PyTorch's best median time over npgpt's best median time (> 1: npgpt is faster).
 
-Reported per framework: median step time, tokens/s, and achieved FLOP/s with
-    flops per step = tokens * (6 * N + 12 * n_layer * n_embd * T)
-N = parameters that take part in matmuls (all but wpe; the tied wte counts once, for the head),
-12 * L * C * T = attention's q@k^T and att@v, forward (4 L C T per token) and backward (twice that),
-counted over the full T x T square as nanoGPT's estimate_mfu does. The fraction is against the
-FLOP/s of one large float32 matmul (2048^3, NumPy) measured in the same run and thread count.
+FLOP per training step = tokens * (6 N + 12 L C T): N the parameters taking part in matmuls (all
+but wpe), 12 L C T for attention's two T x T products over the full square (nanoGPT's estimate_mfu).
+An eval forward counts a third of that. "of peak" divides achieved FLOP/s by the best FLOP/s of a
+2048^3 float32 NumPy matmul measured in the same run.
 
-    python bench/bench_train.py                    # both configs, defaults (~2-3 min on 2 cores)
-    python bench/bench_train.py --config cpu --steps 20 --threads 2
+Peak memory: each framework in a fresh process of its own (this script re-run with --memory-child)
+builds the model, resets the kernel's peak-RSS mark (/proc/self/clear_refs; else it takes ru_maxrss),
+runs 3 training steps, and reports peak RSS minus the RSS after building the model.
+
+    python bench/bench_train.py                       # small and baby (~4 min on 2 idle cores)
+    python bench/bench_train.py --config small --steps 20 --threads 2
+    python bench/bench_train.py --device cuda         # PyTorch on CUDA vs npgpt on CuPy
+    python bench/bench_train.py --profile             # cProfile one npgpt train step and eval forward
+
+For benchmarking, OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE (set on some machines for old OpenBLAS
+builds) should be unset for this command alone; the header prints the BLAS kernel actually in use.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import statistics
+import subprocess
 import sys
+import time
 
-CONFIGS = {
-    # nanoGPT's CPU recipe for shakespeare_char
-    "cpu": dict(n_layer=4, n_head=4, n_embd=128, block_size=64, batch=12, steps=10),
-    # nanoGPT's "baby GPT" for shakespeare_char
-    "baby": dict(n_layer=6, n_head=6, n_embd=384, block_size=256, batch=16, steps=5),
-}
-
-
-def parse():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--config", choices=[*CONFIGS, "all"], default="all")
-    ap.add_argument("--steps", type=int, default=None, help="timed steps per framework (default per config)")
-    ap.add_argument("--warmup", type=int, default=2, help="untimed steps per framework first")
-    ap.add_argument("--threads", type=int, default=None, help="BLAS/torch threads (default: NumPy's BLAS default)")
-    ap.add_argument("--profile", action="store_true", help="cProfile one npgpt step and print the top entries")
-    return ap.parse_args()
-
-
-ARGS = parse()
-if ARGS.threads is not None:  # before NumPy loads OpenBLAS
-    for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ[var] = str(ARGS.threads)
-
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-
-import ctypes  # noqa: E402
-import glob  # noqa: E402
-import statistics  # noqa: E402
-import time  # noqa: E402
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+sys.path.insert(0, ROOT)
 
 import numpy as np  # noqa: E402
-import torch  # noqa: E402
 
 from npgpt import GPT, GPTConfig  # noqa: E402
 from npgpt.optim import clip_grad_norm, configure_optimizer  # noqa: E402
-from reference.model import TorchGPT  # noqa: E402
-from reference.train import make_optimizer  # noqa: E402
+from npgpt.tensor import no_grad  # noqa: E402
+
+CONFIGS = {
+    # nanoGPT's CPU recipe for shakespeare_char
+    "small": dict(n_layer=4, n_head=4, n_embd=128, block_size=64, batch=12, steps=20),
+    # nanoGPT's "baby GPT" for shakespeare_char
+    "baby": dict(n_layer=6, n_head=6, n_embd=384, block_size=256, batch=16, steps=5),
+}
+VOCAB = 65
+HYPER = dict(lr=1e-3, weight_decay=0.1, betas=(0.9, 0.99))
+MEMORY_STEPS = 3
 
 
-def blas_threads() -> int:
-    """OpenBLAS's thread count as NumPy uses it (asked from the library itself), else a best guess."""
+# --- threads ----------------------------------------------------------------------------------
+def _openblas():
+    """NumPy's OpenBLAS as a ctypes library, or None (threadpoolctl is used instead when present)."""
+    import ctypes  # noqa: PLC0415
+    import glob  # noqa: PLC0415
+
     here = os.path.dirname(np.__file__)
     for lib in glob.glob(os.path.join(here, "..", "numpy.libs", "*openblas*")) + glob.glob(
             os.path.join(here, "..", "scipy_openblas*", "lib", "*.so*")):
         try:
-            dll = ctypes.CDLL(lib)
+            return ctypes.CDLL(lib)
         except OSError:
             continue
-        for sym in ("scipy_openblas_get_num_threads64_", "openblas_get_num_threads64_", "openblas_get_num_threads"):
-            if hasattr(dll, sym):
-                return int(getattr(dll, sym)())
-    return ARGS.threads or os.cpu_count() or 1
+    return None
 
 
-def matmul_flops(threads: int) -> float:
-    n = 2048
-    a = np.random.default_rng(0).standard_normal((n, n), dtype=np.float32)
-    b = a.T.copy()
-    a @ b
-    times = []
-    for _ in range(3):
-        t0 = time.perf_counter()
-        a @ b
-        times.append(time.perf_counter() - t0)
-    return 2 * n**3 / min(times)
+_LIB = _openblas()
 
 
-def bench(name: str, spec: dict, steps: int, warmup: int, peak: float):
-    cfg = GPTConfig(vocab_size=65, block_size=spec["block_size"], n_layer=spec["n_layer"], n_head=spec["n_head"],
-                    n_embd=spec["n_embd"])
-    B, T = spec["batch"], spec["block_size"]
-    model = GPT(cfg, seed=0, dtype="float32")
-    twin = TorchGPT(cfg, dtype=torch.float32)
-    twin.load_from_npgpt(model.state_dict())
-    opt = configure_optimizer(model, lr=1e-3, weight_decay=0.1, betas=(0.9, 0.99))
-    topt = make_optimizer(twin, lr=1e-3, weight_decay=0.1, betas=(0.9, 0.99))
+def _sym(*names):
+    for n in names:
+        if _LIB is not None and hasattr(_LIB, n):
+            return getattr(_LIB, n)
+    return None
+
+
+def blas_info() -> str:
+    """Which BLAS NumPy runs, its kernel (corename) and thread count."""
+    core = _sym("scipy_openblas_get_corename64_", "openblas_get_corename64_", "openblas_get_corename")
+    nth = _sym("scipy_openblas_get_num_threads64_", "openblas_get_num_threads64_", "openblas_get_num_threads")
+    if core is None:
+        return f"NumPy {np.__version__}, BLAS kernel unknown"
+    import ctypes  # noqa: PLC0415
+
+    core.restype = ctypes.c_char_p
+    env = {k: os.environ[k] for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE") if k in os.environ}
+    return f"NumPy {np.__version__}, OpenBLAS kernel {core().decode()}, {nth()} threads by default, env {env or 'clean'}"
+
+
+def set_threads(n: int | None) -> None:
+    """n threads for NumPy's BLAS, torch's intra-op pool (when torch is loaded) and npgpt's pool."""
+    if n is None:
+        return
+    setter = _sym("scipy_openblas_set_num_threads64_", "openblas_set_num_threads64_", "openblas_set_num_threads")
+    if setter is not None:
+        setter(n)
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(n)
+    try:
+        from npgpt import parallel  # noqa: PLC0415
+    except ImportError:
+        return
+    parallel.set_num_threads(n)
+
+
+def parse(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--config", choices=[*CONFIGS, "all"], default="all")
+    ap.add_argument("--steps", type=int, help="timed steps per (framework, threads) (default per config)")
+    ap.add_argument("--warmup", type=int, default=2, help="untimed steps per (framework, threads) first")
+    ap.add_argument("--threads", default="1,2", help="thread counts to try, comma-separated (default 1,2)")
+    ap.add_argument("--activation", choices=("gelu_tanh", "gelu"), default="gelu_tanh")
+    ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    ap.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
+    ap.add_argument("--profile", action="store_true", help="cProfile one npgpt train step and eval forward per config")
+    ap.add_argument("--memory-child", choices=("npgpt", "torch"), help=argparse.SUPPRESS)
+    return ap.parse_args(argv)
+
+
+def gpt_config(spec: dict, activation: str) -> GPTConfig:
+    return GPTConfig(vocab_size=VOCAB, block_size=spec["block_size"], n_layer=spec["n_layer"], n_head=spec["n_head"],
+                     n_embd=spec["n_embd"], activation=activation)
+
+
+def batches(spec: dict, n: int = 4):
     g = np.random.default_rng(0)
-    data = [(g.integers(0, 65, (B, T)), g.integers(0, 65, (B, T))) for _ in range(4)]
+    B, T = spec["batch"], spec["block_size"]
+    return [(g.integers(0, VOCAB, (B, T)), g.integers(0, VOCAB, (B, T))) for _ in range(n)]
 
-    def np_step(i):
+
+# --- the two frameworks, each as (train_step(i), eval_forward(i), sync) -----------------------
+def npgpt_runner(cfg: GPTConfig, data, device: str):
+    model = GPT(cfg, seed=0, dtype="float32", device=device)
+    opt = configure_optimizer(model, **HYPER)
+    params = model.parameters()
+
+    def train_step(i):
         x, y = data[i % len(data)]
         opt.zero_grad()
         _, loss = model(x, y)
         loss.backward()
-        clip_grad_norm(model.parameters(), 1.0)
+        clip_grad_norm(params, 1.0)
         opt.step()
         return loss
 
-    def torch_step(i):
+    def eval_forward(i):
         x, y = data[i % len(data)]
-        topt.zero_grad(set_to_none=True)
-        _, loss = twin(x, y)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(twin.parameters(), 1.0)
-        topt.step()
+        model.eval()
+        with no_grad():
+            _, loss = model(x, y)
+        model.train()
         return loss
 
-    for i in range(warmup):
-        np_step(i)
-        torch_step(i)
-    times = {"npgpt": [], "torch": []}
-    for i in range(steps):
-        for fw, fn in (("npgpt", np_step), ("torch", torch_step)):
-            t0 = time.perf_counter()
-            loss = fn(i)
-            times[fw].append(time.perf_counter() - t0)
-        assert loss.dtype in (np.float32, torch.float32), f"{fw} loss dtype {loss.dtype}"
-    for n, p in model.named_parameters():
-        assert p.data.dtype == np.float32 and p.grad.dtype == np.float32, f"{n} left float32"
+    def sync():
+        if device == "cuda":
+            from npgpt.backend import xp_for  # noqa: PLC0415
 
+            xp_for("cuda").cuda.Device().synchronize()
+
+    return model, train_step, eval_forward, sync
+
+
+def torch_runner(cfg: GPTConfig, data, device: str, weights):
+    import torch  # noqa: PLC0415
+
+    from reference.nanogpt import NanoGPT, configure_optimizer as torch_optimizer  # noqa: PLC0415
+
+    model = NanoGPT(cfg, dtype=torch.float32, device=device)
+    model.load_from_npgpt(weights)
+    opt = torch_optimizer(model, **HYPER)
+    tdata = [(torch.from_numpy(x).to(device), torch.from_numpy(y).to(device)) for x, y in data]
+
+    def train_step(i):
+        x, y = tdata[i % len(tdata)]
+        _, loss = model(x, y)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        return loss
+
+    def eval_forward(i):
+        x, y = tdata[i % len(tdata)]
+        model.eval()
+        with torch.no_grad():
+            _, loss = model(x, y)
+        model.train()
+        return loss
+
+    def sync():
+        if device == "cuda":
+            torch.cuda.synchronize()
+
+    return model, train_step, eval_forward, sync
+
+
+# --- timing -----------------------------------------------------------------------------------
+def matmul_peak(threads: list[int]) -> dict:
+    """FLOP/s of a 2048^3 float32 NumPy matmul, best of 3, at each thread count."""
+    n = 2048
+    a = np.random.default_rng(0).standard_normal((n, n), dtype=np.float32)
+    b = a.T.copy()
+    out = {}
+    for th in threads:
+        set_threads(th)
+        a @ b
+        best = min(_timed(lambda: a @ b) for _ in range(3))
+        out[th] = 2 * n**3 / best
+    return out
+
+
+def _timed(fn, sync=None) -> float:
+    t0 = time.perf_counter()
+    fn()
+    if sync is not None:
+        sync()
+    return time.perf_counter() - t0
+
+
+def race(runners: dict, which: int, steps: int, warmup: int, threads: list) -> dict:
+    """Median seconds per (framework, threads) for runners[fw][which] (1: train step, 2: eval forward)."""
+    times = {(fw, th): [] for fw in runners for th in threads}
+    for i in range(warmup + steps):
+        for th in threads:
+            for fw, r in runners.items():
+                set_threads(th)
+                dt = _timed(lambda: r[which](i), r[3])
+                if i >= warmup:
+                    times[(fw, th)].append(dt)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def flops_per_step(model: GPT, cfg: GPTConfig, B: int, T: int) -> float:
     n_mm = model.num_params() - (cfg.block_size * cfg.n_embd if cfg.pos_encoding == "learned" else 0)
-    flops = B * T * (6 * n_mm + 12 * cfg.n_layer * cfg.n_embd * T)
-    rows = []
+    return B * T * (6 * n_mm + 12 * cfg.n_layer * cfg.n_embd * T)
+
+
+def bench_config(name: str, spec: dict, args, threads: list, peak: float | None) -> list[str]:
+    cfg = gpt_config(spec, args.activation)
+    B, T = spec["batch"], spec["block_size"]
+    data = batches(spec)
+    np_model, *np_fns = npgpt_runner(cfg, data, args.device)
+    _, *t_fns = torch_runner(cfg, data, args.device, np_model.state_dict())
+    runners = {"npgpt": (None, *np_fns), "torch": (None, *t_fns)}
+    steps = args.steps or spec["steps"]
+    train_flops = flops_per_step(np_model, cfg, B, T)
+    lines = [f"\n{name}: {cfg.n_layer} layers, {cfg.n_head} heads, {cfg.n_embd} wide, block {T}, batch {B}, "
+             f"vocab {VOCAB}, {cfg.activation}, {np_model.num_params() / 1e6:.2f}M params; "
+             f"median of {steps} steps (+{args.warmup} warmup) per cell"]
+    head = "  ".join(f"{fw} {th}T".rjust(10) for fw in ("npgpt", "torch") for th in threads)
+    lines.append(f"  {'row':<11} {head}   best: npgpt {'torch':>7}  ratio  npgpt/torch of peak")
+    for which, row, flops in ((1, "train step", train_flops), (2, "eval fwd", train_flops / 3)):
+        med = race(runners, which, steps, args.warmup, threads)
+        cells = "  ".join(f"{med[(fw, th)] * 1e3:>7.1f} ms" for fw in ("npgpt", "torch") for th in threads)
+        best = {fw: min(med[(fw, th)] for th in threads) for fw in ("npgpt", "torch")}
+        frac = "" if peak is None else f"{flops / best['npgpt'] / peak:>6.1%} /{flops / best['torch'] / peak:>6.1%}"
+        lines.append(f"  {row:<11} {cells}   {best['npgpt'] * 1e3:>8.1f} {best['torch'] * 1e3:>7.1f}  "
+                     f"{best['torch'] / best['npgpt']:>5.2f}  {frac}")
+        print(lines[-1], flush=True)
+    if args.profile:
+        profile(name, np_fns)
+    return lines
+
+
+def profile(name: str, np_fns) -> None:
+    import cProfile  # noqa: PLC0415
+    import pstats  # noqa: PLC0415
+
+    for fn, what in ((np_fns[0], "train step"), (np_fns[1], "eval forward")):
+        pr = cProfile.Profile()
+        pr.enable()
+        fn(0)
+        pr.disable()
+        print(f"\ncProfile of one npgpt {what} ({name}), top 20 by own time:")
+        pstats.Stats(pr).sort_stats("tottime").print_stats(20)
+
+
+# --- peak memory, one fresh process per framework ---------------------------------------------
+def _rss_kib(field: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise RuntimeError(f"no {field} in /proc/self/status")
+
+
+def memory_child(args) -> None:
+    """Build one framework's model, then print peak RSS growth (KiB) over MEMORY_STEPS train steps."""
+    import resource  # noqa: PLC0415
+
+    spec = CONFIGS[args.config]
+    cfg = gpt_config(spec, args.activation)
+    data = batches(spec)
+    set_threads(max(int(t) for t in args.threads.split(",")))
+    model, *fns = npgpt_runner(cfg, data, "cpu")
+    if args.memory_child == "torch":
+        weights = {k: v.copy() for k, v in model.state_dict().items()}
+        del model, fns
+        _, *fns = torch_runner(cfg, data, "cpu", weights)
+        del weights
+    base = _rss_kib("VmRSS")
+    try:  # "5" resets the peak RSS mark (VmHWM) to the current RSS
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        how = "VmHWM after clear_refs"
+    except OSError:
+        how = "ru_maxrss"
+    for i in range(MEMORY_STEPS):
+        fns[0](i)
+    peak = _rss_kib("VmHWM") if how != "ru_maxrss" else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(json.dumps({"framework": args.memory_child, "peak_growth_kib": peak - base, "base_kib": base, "how": how}))
+
+
+def memory_rows(name: str, args) -> list[str]:
+    out = {}
     for fw in ("npgpt", "torch"):
-        med = statistics.median(times[fw])
-        rows.append((fw, med, B * T / med, flops / med))
-    print(f"\n{name}: {cfg.n_layer} layers, {cfg.n_head} heads, {cfg.n_embd} wide, block {T}, batch {B}, vocab 65, "
-          f"{model.num_params() / 1e6:.2f}M params, {steps} timed steps (+{warmup} warmup) each")
-    print(f"  {'framework':<9} {'step (ms)':>10} {'tokens/s':>10} {'GFLOP/s':>9} {'of matmul':>10}")
-    for fw, med, tps, fl in rows:
-        print(f"  {fw:<9} {med * 1e3:>10.1f} {tps:>10.0f} {fl / 1e9:>9.1f} {fl / peak:>9.1%}")
-    print(f"  npgpt / torch tokens/s: {rows[0][2] / rows[1][2]:.2f}")
-    return model, np_step
+        cmd = [sys.executable, os.path.abspath(__file__), "--memory-child", fw, "--config", name,
+               "--threads", args.threads, "--activation", args.activation]
+        res = subprocess.run(cmd, capture_output=True, text=True, check=True)
+        out[fw] = json.loads(res.stdout.strip().splitlines()[-1])
+    mib = {fw: out[fw]["peak_growth_kib"] / 1024 for fw in out}
+    return [f"  peak memory over {MEMORY_STEPS} train steps (peak RSS - RSS after building, own process, "
+            f"{out['npgpt']['how']}): npgpt {mib['npgpt']:.0f} MiB, torch {mib['torch']:.0f} MiB, "
+            f"npgpt/torch {mib['npgpt'] / mib['torch']:.2f}"]
 
 
-def main():
-    threads = blas_threads()
-    torch.set_num_threads(threads)
-    peak = matmul_flops(threads)
-    print(f"threads: NumPy BLAS {threads}, torch {torch.get_num_threads()}; load average {os.getloadavg()[0]:.2f}")
-    print(f"float32 matmul 2048^3 (NumPy): {peak / 1e9:.1f} GFLOP/s")
-    print("FLOP/step = tokens * (6 * N_matmul_params + 12 * n_layer * n_embd * T)")
-    names = list(CONFIGS) if ARGS.config == "all" else [ARGS.config]
+def main(argv=None) -> int:
+    args = parse(argv)
+    if args.memory_child:
+        memory_child(args)
+        return 0
+    names = list(CONFIGS) if args.config == "all" else [args.config]
+    threads = [int(t) for t in args.threads.split(",")] if args.device == "cpu" else [None]
+    lines = []
+    peak = None
+    if args.device == "cpu":
+        peaks = matmul_peak(threads)
+        peak = max(peaks.values())
+        lines.append(f"BLAS: {blas_info()}; load average {os.getloadavg()[0]:.2f}")
+        lines.append("float32 matmul 2048^3 (NumPy): " + ", ".join(f"{p / 1e9:.1f} GFLOP/s at {t}T" for t, p in peaks.items()))
+    print("\n".join(lines), flush=True)
     for name in names:
-        spec = CONFIGS[name]
-        model, np_step = bench(name, spec, ARGS.steps or spec["steps"], ARGS.warmup, peak)
-        if ARGS.profile:
-            import cProfile  # noqa: PLC0415
-            import pstats  # noqa: PLC0415
-
-            pr = cProfile.Profile()
-            pr.enable()
-            np_step(0)
-            pr.disable()
-            print(f"\ncProfile of one npgpt step ({name}), top 15 by total time:")
-            pstats.Stats(pr).sort_stats("tottime").print_stats(15)
+        rows = bench_config(name, CONFIGS[name], args, threads, peak)
+        if args.device == "cpu" and not args.no_memory:
+            rows += memory_rows(name, args)
+            print(rows[-1], flush=True)
+        lines += rows
+    lines.append(f"load average at the end {os.getloadavg()[0]:.2f}")
+    print("\n=== summary ===\n" + "\n".join(lines))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
