@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+from .. import parallel
 from ..backend import get_xp
 from ..function import Function
-from ._util import check_float
+from ._util import check_float, row_blocks
 
 
 class LayerNorm(Function):
     """y = (x - mean(x)) / sqrt(var(x) + eps) * w + b   over the last axis (biased variance).
 
     Shapes:   x (..., C), w (C,), b (C,) or absent  ->  y (..., C)
-    Saved:    xhat (..., C), rstd (..., 1), w; nothing under no_grad (y then reuses xhat's buffer)
+    Saved:    xhat (N, C), rstd (N, 1), w, with N the rows; nothing under no_grad. Forward and
+              backward walk blocks of rows on the thread pool (npgpt.parallel); dw and db add
+              the blocks' partial sums in block order, so no bit depends on the thread count.
     Backward: forward steps
                 1. mu = mean_C(x),  xc = x - mu,  rstd = 1 / sqrt(mean_C(xc^2) + eps)
                 2. xhat = xc * rstd
@@ -35,38 +38,63 @@ class LayerNorm(Function):
             check_float("layer_norm", b)
             if tuple(b.shape) != (C,):
                 raise ValueError(f"layer_norm: bias of shape {tuple(b.shape)}, expected ({C},) for x {tuple(x.shape)}")
-        xc = x - x.mean(axis=-1, keepdims=True)  # (..., C)
-        var = (xc * xc).mean(axis=-1, keepdims=True)  # (..., 1)
-        rstd = 1.0 / (var + eps) ** 0.5  # (..., 1)
-        xhat = xc
-        xhat *= rstd  # (..., C), in place in xc
+        xp = get_xp(x)
+        x2 = x.reshape(-1, C)  # (N, C)
+        y = xp.empty_like(x2)
+        xhat = xp.empty_like(x2) if self.recording else y  # under no_grad y takes over xhat's buffer
+        rstd = xp.empty((x2.shape[0], 1), dtype=x.dtype)  # (N, 1)
+
+        def rows(i0, i1):
+            xc = xp.subtract(x2[i0:i1], x2[i0:i1].mean(axis=-1, keepdims=True), out=xhat[i0:i1])  # 1. x - mu
+            r = _row_dot(xp, xc, xc)  # 1. sum_C(xc^2)  (n,)
+            r /= C
+            r += eps
+            xp.sqrt(r, out=r)
+            xp.divide(1.0, r, out=rstd[i0:i1, 0])  # 1. rstd
+            xc *= rstd[i0:i1]  # 2. xhat, in place
+            xp.multiply(xc, w, out=y[i0:i1])  # 3.
+            if b is not None:
+                y[i0:i1] += b
+
+        parallel.run(rows, row_blocks(xp, x2.shape[0], C, _BLOCK))
         if self.recording:
             self.xhat, self.rstd, self.w = xhat, rstd, w
-            y = xhat * w
-        else:  # nothing is saved: y takes over xhat's buffer
-            y = xhat
-            y *= w
-        if b is not None:
-            y += b
-        return y
+        return y.reshape(x.shape)
 
     def backward(self, dy):
+        xp = get_xp(dy)
         C = self.w.shape[0]
-        xhat = self.xhat
-        dx = dw = db = None
-        if self.needs_grad[0]:
-            g = dy * self.w  # (..., C)
-            gx = g * xhat
-            m2 = gx.mean(axis=-1, keepdims=True)  # mean_C(g * xhat) (..., 1)
-            g -= g.mean(axis=-1, keepdims=True)
-            g -= get_xp(g).multiply(xhat, m2, out=gx)  # gx's buffer reused for xhat * mean_C(g * xhat)
-            g *= self.rstd
-            dx = g  # rstd * (g - mean_C(g) - xhat * mean_C(g * xhat)), built in g's buffer
-        if self.needs_grad[1]:
-            dw = (dy * xhat).reshape(-1, C).sum(axis=0)  # (C,)
-        if self.needs_grad[2]:
-            db = dy.reshape(-1, C).sum(axis=0)  # (C,)
-        return dx, dw, db
+        xhat, rstd, w = self.xhat, self.rstd, self.w  # (N, C), (N, 1), (C,)
+        dy2 = dy.reshape(-1, C)  # (N, C)
+        need_x, need_w, need_b = self.needs_grad
+        dx = xp.empty_like(dy2) if need_x else None
+
+        def rows(i0, i1):
+            dyb, xh = dy2[i0:i1], xhat[i0:i1]
+            if need_x:
+                g = xp.multiply(dyb, w, out=dx[i0:i1])  # 3. g = dy * w, built in dx's rows
+                m1 = g.sum(axis=-1, keepdims=True)  # C mean_C(g)  (n, 1)
+                m2 = _row_dot(xp, g, xh)[:, None]  # C mean_C(g * xhat)  (n, 1)
+                m1 /= C
+                m2 /= C
+                g -= m1
+                g -= xh * m2
+                g *= rstd[i0:i1]  # 2-1. dx = rstd * (g - mean_C(g) - xhat * mean_C(g * xhat))
+            return ((dyb * xh).sum(axis=0) if need_w else None,  # 3. this block's part of dw
+                    dyb.sum(axis=0) if need_b else None)  # 3. and of db
+
+        parts = parallel.run(rows, row_blocks(xp, dy2.shape[0], C, _BLOCK))
+        dw = parallel.sum_in_order(p[0] for p in parts) if need_w else None  # (C,)
+        db = parallel.sum_in_order(p[1] for p in parts) if need_b else None  # (C,)
+        return (dx.reshape(dy.shape) if need_x else None), dw, db
+
+
+_BLOCK = 1 << 16  # elements per row block on the CPU: a block's rows of x, xhat and y stay in a core's cache
+
+
+def _row_dot(xp, a, b):
+    """sum_C(a * b) for each row, in one pass without an (n, C) temporary (einsum)."""
+    return xp.einsum("ij,ij->i", a, b)
 
 
 def layer_norm(x, w, b=None, eps: float = 1e-5):
