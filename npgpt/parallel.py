@@ -197,3 +197,21 @@ def sum_in_order(parts):
     for p in it:
         total += p
     return total
+
+
+def scratch(xp, slot: str, shape, dtype):
+    """A work array of `shape` for this thread, reused from block to block and call to call (a speed
+    trick: a fresh temporary per pass costs an allocation and page faults, a reused one is already
+    in cache). Two live work arrays need two slot names. On the GPU: a fresh array, no caching."""
+    if xp.__name__ != "numpy":
+        return xp.empty(shape, dtype=dtype)
+    shape = tuple(shape)
+    n = 1
+    for s in shape:
+        n *= int(s)
+    buffers = _local.__dict__.setdefault("scratch", {})
+    key = (slot, xp.dtype(dtype).str)
+    buf = buffers.get(key)
+    if buf is None or buf.size < n:
+        buf = buffers[key] = xp.empty(n, dtype=dtype)
+    return buf[:n].reshape(shape)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 
+from .. import parallel
 from ..backend import get_xp
 from .erf import erf
 from ..function import Function
@@ -87,23 +88,67 @@ _BLOCK = 1 << 15  # elements per block in gelu_with_grad on the CPU: a block's f
 def gelu_with_grad(x, approximate: str, grad: bool, overwrite: bool = False):
     """(y, d): y = gelu(x) and, when `grad`, d = gelu'(x) (else None), x of shape (..., H).
 
-    The ten-odd elementwise passes of gelu_forward and gelu_grad run block by block of rows, so
-    each block's temporaries stay in cache instead of streaming whole (N, H) arrays through memory
-    once per pass; the bits are those of the whole-array functions. `overwrite=True` lets the
-    result reuse x's buffer (x is destroyed): d when `grad`, else y.
+    The same formulas as gelu_forward and gelu_grad, computed block by block of rows on the thread
+    pool (`_gelu_rows`), so each block's passes stay in cache instead of streaming whole (N, H)
+    arrays through memory once per pass. `overwrite=True` lets the result reuse x's buffer (x is
+    destroyed): d when `grad`, else y.
     """
     xp = get_xp(x)
     H = x.shape[-1] if x.ndim else 1
     x2 = x.reshape(-1, H)  # (N, H), a view when x is contiguous
     y = x2 if overwrite and not grad else xp.empty_like(x2)
     d = (x2 if overwrite else xp.empty_like(x2)) if grad else None
-    for i0, i1 in row_blocks(xp, x2.shape[0], H, _BLOCK):
-        xb = x2[i0:i1]  # (rows, H)
-        yb, sb = gelu_forward(xb, approximate)
-        if grad:
-            d[i0:i1] = gelu_grad(xb, sb, approximate)  # before y: d may share x's buffer
-        y[i0:i1] = yb
+
+    def rows(i0, i1):
+        _gelu_rows(xp, x2[i0:i1], y[i0:i1], None if d is None else d[i0:i1], approximate)
+
+    parallel.run(rows, row_blocks(xp, x2.shape[0], H, _BLOCK))
     return y.reshape(x.shape), (d.reshape(x.shape) if grad else None)
+
+
+def _gelu_rows(xp, x, y, d, approximate: str) -> None:
+    """y = gelu(x) and, when d is given, d = gelu'(x), for one block of rows, in two per-thread
+    scratch arrays (a speed trick: no allocation per pass, and the fewest passes found). y or d may
+    be x's own buffer: x is read for the last time before either is written."""
+    s = parallel.scratch(xp, "gelu_s", x.shape, x.dtype)
+    g = parallel.scratch(xp, "gelu_g", x.shape, x.dtype) if d is not None else None
+    if approximate == "tanh":
+        xp.multiply(x, x, out=s)  # x^2
+        if g is not None:
+            xp.multiply(s, 1.5 * _A * _K, out=g)
+            g += 0.5 * _K
+            g *= x  # x du/dx / 2 = x K (1 + 3 A x^2) / 2
+        s *= _A * _K
+        s += _K
+        s *= x  # u = x (K + A K x^2)
+        xp.tanh(s, out=s)  # t = tanh(u)
+        if g is None:
+            s += 1.0
+            s *= x
+            xp.multiply(s, 0.5, out=y)  # y = x (1 + t) / 2
+            return
+        xp.multiply(s, 0.5, out=y)
+        y += 0.5  # (1 + t) / 2, for now
+        s *= s
+        xp.subtract(1.0, s, out=s)  # 1 - t^2
+        g *= s
+        g += y  # d = (1 + t) / 2 + x (1 - t^2) du/dx / 2
+        y *= x  # y = x (1 + t) / 2
+    else:
+        xp.multiply(x, _INV_SQRT2, out=s)
+        erf(s, out=s)
+        s += 1.0
+        s *= 0.5  # Phi(x) = (1 + erf(x / sqrt(2))) / 2
+        if g is not None:
+            xp.multiply(x, x, out=g)
+            g *= -0.5
+            xp.exp(g, out=g)
+            g *= _INV_SQRT_2PI
+            g *= x
+            g += s  # d = Phi(x) + x phi(x)
+        xp.multiply(x, s, out=y)  # y = x Phi(x)
+    if d is not None:
+        xp.copyto(d, g)
 
 
 class Gelu(Function):

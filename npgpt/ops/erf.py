@@ -26,6 +26,7 @@ import math
 
 import numpy as np
 
+from .. import parallel
 from ..backend import cuda_erf, is_cupy_array
 
 NODES_PER_UNIT = 512  # G: table spacing 1/512, so |delta / G| <= 1/1024
@@ -60,7 +61,7 @@ ROUND = np.float32(1.5 * 2**23)
 ROUND_BITS = int(np.array(ROUND).view(np.int32))
 
 
-def erf_float32(x: np.ndarray) -> np.ndarray:
+def erf_float32(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     """erf of a float32 NumPy array by the table and Taylor step above; NaN gives NaN.
 
     Walks the array in blocks through reused scratch arrays that stay in cache (a helper for speed:
@@ -68,10 +69,13 @@ def erf_float32(x: np.ndarray) -> np.ndarray:
         s = G clip(x, -4, 4),  r = round(s),  delta = s - r,
         erf(x) = head[r] + (tail[r] + delta (c1[r] + delta c2[r])).
     """
-    out = np.empty(x.shape, dtype=np.float32)
-    flat_x, flat_out = x.reshape(-1), out.reshape(-1)
+    if out is None:
+        out = np.empty(x.shape, dtype=np.float32)
+    flat_x, flat_out = x.reshape(-1), out.reshape(-1)  # out may be x itself: each block reads x first
     m = min(BLOCK, flat_x.size)
-    s_buf, r_buf, row_buf = np.empty(m, np.float32), np.empty(m, np.float32), np.empty((m, 4), np.float32)
+    s_buf = parallel.scratch(np, "erf_s", (m,), np.float32)
+    r_buf = parallel.scratch(np, "erf_r", (m,), np.float32)
+    row_buf = parallel.scratch(np, "erf_rows", (m, 4), np.float32)
     for i in range(0, flat_x.size, BLOCK):
         xs = flat_x[i:i + BLOCK]
         n = xs.size
@@ -94,11 +98,20 @@ def erf_float32(x: np.ndarray) -> np.ndarray:
     return out
 
 
-def erf(x):
-    """The error function elementwise, in x's dtype and on x's device (see the module docstring)."""
+def erf(x, out=None):
+    """The error function elementwise, in x's dtype and on x's device (see the module docstring);
+    into `out` (which may be x) when given."""
     if is_cupy_array(x):
-        return cuda_erf(x)
-    x = np.asarray(x)
-    if x.dtype == np.float32:
-        return erf_float32(x)
-    return np.asarray(_math_erf(x), dtype=x.dtype if x.dtype.kind == "f" else np.float64)
+        y = cuda_erf(x)
+    else:
+        x = np.asarray(x)
+        if x.dtype == np.float32:
+            if out is None or out.flags.c_contiguous:
+                return erf_float32(x, out)
+            y = erf_float32(x)
+        else:
+            y = np.asarray(_math_erf(x), dtype=x.dtype if x.dtype.kind == "f" else np.float64)
+    if out is None:
+        return y
+    out[...] = y
+    return out
