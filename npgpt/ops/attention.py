@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from numbers import Integral
 
+from .. import parallel
 from ..backend import get_xp, rng
 from ..function import Function
 from ..tensor import Tensor
@@ -76,19 +77,19 @@ class Attention(Function):
         bias = _causal_bias(xp, T, qkv.dtype)
         P = xp.empty((B, NH, T, T), dtype=qkv.dtype) if self.recording else None
         y = xp.empty((B, T, NH, HS), dtype=qkv.dtype)
-        for b0, b1 in row_blocks(xp, B, NH * T * T, _BLOCK):  # steps 2-6 on a few sequences at a time, in cache
-            att = q[b0:b1] @ k[b0:b1].swapaxes(-1, -2)  # 2. (b, NH, T, T)
-            att *= scale
+
+        def sequences(b0, b1):  # steps 2-6 on a few sequences, in cache, on the thread pool
+            n = b1 - b0
+            att = P[b0:b1] if P is not None else parallel.scratch(xp, "attn_S", (n, NH, T, T), qkv.dtype)
+            xp.matmul(_scaled(xp, q[b0:b1], scale), k[b0:b1].swapaxes(-1, -2), out=att)  # 2. (b, NH, T, T)
             att += bias  # 3.
-            att -= att.max(axis=-1, keepdims=True)  # 4. softmax; the diagonal keeps every row finite
-            xp.exp(att, out=att)
-            att /= att.sum(axis=-1, keepdims=True)
-            if P is not None:
-                P[b0:b1] = att
+            _softmax_rows(xp, att)  # 4. P, in place
             if keep is not None:  # 5.
-                att *= keep[b0:b1]
+                att = att * keep[b0:b1]
                 att *= self.inv_keep_prob
             _matmul_into(xp, att, v[b0:b1], y[b0:b1].transpose(0, 2, 1, 3))  # 6., 7. Y straight into y's layout
+
+        parallel.run(sequences, row_blocks(xp, B, NH * T * T, _BLOCK))
         if self.recording:
             self.q, self.k, self.v, self.P, self.keep = q, k, v, P, keep
         return y.reshape(B, T, C)  # 7. (B, T, C)
@@ -101,21 +102,44 @@ class Attention(Function):
 
         dY = dy.reshape(B, T, NH, HS).transpose(0, 2, 1, 3)  # 7. (B, NH, T, HS)
         dqkv = xp.empty((B, T, 3, NH, HS), dtype=dy.dtype)  # 1. filled block by block
-        for b0, b1 in row_blocks(xp, B, NH * T * T, _BLOCK):
+
+        def sequences(b0, b1):
             Pb, dYb = P[b0:b1], dY[b0:b1]  # (b, NH, T, T), (b, NH, T, HS)
             out = dqkv[b0:b1].transpose(2, 0, 3, 1, 4)  # 1. (3, b, NH, T, HS), a view: dq, dk, dv go there
             A = Pb if keep is None else Pb * keep[b0:b1] * self.inv_keep_prob
             _matmul_into(xp, A.swapaxes(-1, -2), dYb, out[2])  # 6. dv (b, NH, T, HS)
-            dP = dYb @ v[b0:b1].swapaxes(-1, -2)  # 6. (b, NH, T, T)
+            dP = parallel.scratch(xp, "attn_dP", Pb.shape, dy.dtype)
+            xp.matmul(dYb, v[b0:b1].swapaxes(-1, -2), out=dP)  # 6. (b, NH, T, T)
             if keep is not None:
                 dP *= keep[b0:b1]  # 5.
                 dP *= self.inv_keep_prob
-            dP -= (dP * Pb).sum(axis=-1, keepdims=True)  # 4. dS = P * (dP - sum(dP * P))
+            dP -= _row_dot(xp, dP, Pb)[..., None]  # 4. dS = P * (dP - sum(dP * P)); 3. nothing to do
             dP *= Pb
-            dP *= scale  # 3. nothing to do; 2. fold s into dS once
-            _matmul_into(xp, dP, k[b0:b1], out[0])  # 2. dq (b, NH, T, HS)
-            _matmul_into(xp, dP.swapaxes(-1, -2), q[b0:b1], out[1])  # 2. dk (b, NH, T, HS)
+            _matmul_into(xp, dP, _scaled(xp, k[b0:b1], scale), out[0])  # 2. dq = dS @ (s k)  (b, NH, T, HS)
+            _matmul_into(xp, dP.swapaxes(-1, -2), _scaled(xp, q[b0:b1], scale), out[1])  # 2. dk = dS^T @ (s q)
+
+        parallel.run(sequences, row_blocks(xp, B, NH * T * T, _BLOCK))
         return (dqkv.reshape(B, T, 3 * NH * HS),)  # (B, T, 3C)
+
+
+def _scaled(xp, a, s):
+    """s * a as a new contiguous array: scaling the (b, NH, T, HS) operand instead of the
+    (b, NH, T, T) product costs HS / T of a pass over the scores (a speed trick)."""
+    return xp.multiply(a, a.dtype.type(s))
+
+
+def _softmax_rows(xp, att) -> None:
+    """att = softmax(att) over the last axis, in place: 4 passes (max, exp, sum, scale by the
+    reciprocal of the sum); the max cancels and keeps exp from overflowing. Every row has a
+    finite entry (its diagonal), so no row is all -inf."""
+    att -= att.max(axis=-1, keepdims=True)
+    xp.exp(att, out=att)
+    att *= 1.0 / att.sum(axis=-1, keepdims=True)
+
+
+def _row_dot(xp, a, b):
+    """sum over the last axis of a * b, without an a-sized temporary (einsum)."""
+    return xp.einsum("...j,...j->...", a, b)
 
 
 _BLOCK = 1 << 18  # score elements per block on the CPU (1 MiB in float32): a block's (b, NH, T, T) arrays stay in cache
