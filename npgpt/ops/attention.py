@@ -45,12 +45,16 @@ class Attention(Function):
       7. y = Y with heads merged back                                                    (B, T, C)
 
     Shapes:   qkv (B, T, 3C)  ->  y (B, T, C)
-    Saved:    q, k, v (views of qkv), P, and the boolean keep mask when dropout is active; nothing
-              under no_grad. Steps 2-6 (and their backward) run a few sequences at a time, so
+    Saved:    q, k, v (views of qkv), the softmax's row maxima m and reciprocal row sums r
+              (B, NH, T, 1) each, and the boolean keep mask when dropout is active; nothing under
+              no_grad. Backward rebuilds P = exp(S - m) * r from q, k, m, r with the forward's
+              bits, so no (B, NH, T, T) array lives between the passes. Steps 2-6 (and their
+              backward) run a few sequences at a time on the thread pool (npgpt.parallel), so
               each block's (b, NH, T, T) temporaries stay in cache.
     Backward: walking the steps in reverse, with dy (B, T, C):
       7. dY = dy split into heads                                       (B, NH, T, HS)
-      6. dA = dY @ v^T,   dv = A^T @ dY                       (A recomputed as P * keep / (1 - p))
+      6. dA = dY @ v^T,   dv = A^T @ dY      (P rebuilt by steps 2-4 with the saved m and r;
+                                               A = P * keep / (1 - p))
       5. dP = dA * keep / (1 - p)
       4. softmax: P_ij = e^S_ij / sum_l e^S_il gives dS_ij = P_ij (dP_ij - sum_l dP_il P_il),
          i.e. dS = P * (dP - sum(dP * P, -1))
@@ -75,36 +79,37 @@ class Attention(Function):
             keep = dropout_keep(generator, (B, NH, T, T), dropout, qkv)  # (B, NH, T, T) booleans
             self.inv_keep_prob = qkv.dtype.type(1.0 / (1.0 - dropout))
         bias = _causal_bias(xp, T, qkv.dtype)
-        P = xp.empty((B, NH, T, T), dtype=qkv.dtype) if self.recording else None
+        rec = self.recording
+        m = xp.empty((B, NH, T, 1), dtype=qkv.dtype) if rec else None  # row maxima of S
+        r = xp.empty((B, NH, T, 1), dtype=qkv.dtype) if rec else None  # 1 / row sums of exp(S - m)
         y = xp.empty((B, T, NH, HS), dtype=qkv.dtype)
 
         def sequences(b0, b1):  # steps 2-6 on a few sequences, in cache, on the thread pool
-            n = b1 - b0
-            att = P[b0:b1] if P is not None else parallel.scratch(xp, "attn_S", (n, NH, T, T), qkv.dtype)
-            xp.matmul(_scaled(xp, q[b0:b1], scale), k[b0:b1].swapaxes(-1, -2), out=att)  # 2. (b, NH, T, T)
-            att += bias  # 3.
-            _softmax_rows(xp, att)  # 4. P, in place
+            att = _probabilities(xp, q[b0:b1], k[b0:b1], scale, bias,
+                                 None if m is None else m[b0:b1], None if r is None else r[b0:b1])  # 2.-4. P
             if keep is not None:  # 5.
-                att = att * keep[b0:b1]
+                att *= keep[b0:b1]
                 att *= self.inv_keep_prob
             _matmul_into(xp, att, v[b0:b1], y[b0:b1].transpose(0, 2, 1, 3))  # 6., 7. Y straight into y's layout
 
         parallel.run(sequences, row_blocks(xp, B, NH * T * T, _BLOCK))
-        if self.recording:
-            self.q, self.k, self.v, self.P, self.keep = q, k, v, P, keep
+        if rec:
+            self.q, self.k, self.v, self.m, self.r, self.keep = q, k, v, m, r, keep
         return y.reshape(B, T, C)  # 7. (B, T, C)
 
     def backward(self, dy):
         xp = get_xp(dy)
-        q, k, v, P, keep = self.q, self.k, self.v, self.P, self.keep
+        q, k, v, m, r, keep = self.q, self.k, self.v, self.m, self.r, self.keep
         B, NH, T, HS = q.shape
         scale = 1.0 / math.sqrt(HS)
+        bias = _causal_bias(xp, T, dy.dtype)
 
         dY = dy.reshape(B, T, NH, HS).transpose(0, 2, 1, 3)  # 7. (B, NH, T, HS)
         dqkv = xp.empty((B, T, 3, NH, HS), dtype=dy.dtype)  # 1. filled block by block
 
         def sequences(b0, b1):
-            Pb, dYb = P[b0:b1], dY[b0:b1]  # (b, NH, T, T), (b, NH, T, HS)
+            Pb = _probabilities(xp, q[b0:b1], k[b0:b1], scale, bias, m[b0:b1], r[b0:b1], known=True)  # 4. P again
+            dYb = dY[b0:b1]  # (b, NH, T, HS)
             out = dqkv[b0:b1].transpose(2, 0, 3, 1, 4)  # 1. (3, b, NH, T, HS), a view: dq, dk, dv go there
             A = Pb if keep is None else Pb * keep[b0:b1] * self.inv_keep_prob
             _matmul_into(xp, A.swapaxes(-1, -2), dYb, out[2])  # 6. dv (b, NH, T, HS)
@@ -122,19 +127,38 @@ class Attention(Function):
         return (dqkv.reshape(B, T, 3 * NH * HS),)  # (B, T, 3C)
 
 
+def _probabilities(xp, q, k, scale, bias, m, r, known: bool = False):
+    """Steps 2-4 for a block of sequences: P = softmax(s q @ k^T + bias) over the last axis, in a
+    per-thread scratch array (b, NH, T, T). The softmax is exp(S - m) * r with m the row maxima and
+    r the reciprocal row sums of exp(S - m); forward stores m and r (when given), and backward
+    passes them back (`known=True`) to rebuild P with the forward's very bits instead of keeping
+    the (B, NH, T, T) probabilities alive between the passes (a memory trick: T / HS times less
+    than P). Every row has a finite entry (its diagonal), so no row is all -inf."""
+    att = parallel.scratch(xp, "attn_P", q.shape[:-1] + (k.shape[-2],), q.dtype)
+    xp.matmul(_scaled(xp, q, scale), k.swapaxes(-1, -2), out=att)  # 2. (b, NH, T, T)
+    att += bias  # 3.
+    if not known:
+        mb = att.max(axis=-1, keepdims=True)
+        if m is not None:
+            m[...] = mb
+    else:
+        mb = m
+    att -= mb
+    xp.exp(att, out=att)
+    if not known:
+        rb = 1.0 / att.sum(axis=-1, keepdims=True)
+        if r is not None:
+            r[...] = rb
+    else:
+        rb = r
+    att *= rb  # 4. P
+    return att
+
+
 def _scaled(xp, a, s):
     """s * a as a new contiguous array: scaling the (b, NH, T, HS) operand instead of the
     (b, NH, T, T) product costs HS / T of a pass over the scores (a speed trick)."""
     return xp.multiply(a, a.dtype.type(s))
-
-
-def _softmax_rows(xp, att) -> None:
-    """att = softmax(att) over the last axis, in place: 4 passes (max, exp, sum, scale by the
-    reciprocal of the sum); the max cancels and keeps exp from overflowing. Every row has a
-    finite entry (its diagonal), so no row is all -inf."""
-    att -= att.max(axis=-1, keepdims=True)
-    xp.exp(att, out=att)
-    att *= 1.0 / att.sum(axis=-1, keepdims=True)
 
 
 def _row_dot(xp, a, b):

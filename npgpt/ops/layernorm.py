@@ -12,9 +12,11 @@ class LayerNorm(Function):
     """y = (x - mean(x)) / sqrt(var(x) + eps) * w + b   over the last axis (biased variance).
 
     Shapes:   x (..., C), w (C,), b (C,) or absent  ->  y (..., C)
-    Saved:    xhat (N, C), rstd (N, 1), w, with N the rows; nothing under no_grad. Forward and
-              backward walk blocks of rows on the thread pool (npgpt.parallel); dw and db add
-              the blocks' partial sums in block order, so no bit depends on the thread count.
+    Saved:    x (the input, which the graph holds anyway), mu (N, 1), rstd (N, 1), w, with N the
+              rows; backward recomputes xhat = (x - mu) * rstd block by block (the same bits), so
+              no (N, C) array is saved of its own. Nothing under no_grad. Forward and backward walk
+              blocks of rows on the thread pool (npgpt.parallel); dw and db add the blocks'
+              partial sums in block order, so no bit depends on the thread count.
     Backward: forward steps
                 1. mu = mean_C(x),  xc = x - mu,  rstd = 1 / sqrt(mean_C(xc^2) + eps)
                 2. xhat = xc * rstd
@@ -41,11 +43,14 @@ class LayerNorm(Function):
         xp = get_xp(x)
         x2 = x.reshape(-1, C)  # (N, C)
         y = xp.empty_like(x2)
-        xhat = xp.empty_like(x2) if self.recording else y  # under no_grad y takes over xhat's buffer
+        rec = self.recording
+        mu = xp.empty((x2.shape[0], 1), dtype=x.dtype)  # (N, 1)
         rstd = xp.empty((x2.shape[0], 1), dtype=x.dtype)  # (N, 1)
 
         def rows(i0, i1):
-            xc = xp.subtract(x2[i0:i1], x2[i0:i1].mean(axis=-1, keepdims=True), out=xhat[i0:i1])  # 1. x - mu
+            xc = y[i0:i1] if not rec else parallel.scratch(xp, "ln_xhat", (i1 - i0, C), x.dtype)
+            x2[i0:i1].mean(axis=-1, keepdims=True, out=mu[i0:i1])  # 1. mu
+            xp.subtract(x2[i0:i1], mu[i0:i1], out=xc)  # 1. xc = x - mu
             r = _row_dot(xp, xc, xc)  # 1. sum_C(xc^2)  (n,)
             r /= C
             r += eps
@@ -57,20 +62,22 @@ class LayerNorm(Function):
                 y[i0:i1] += b
 
         parallel.run(rows, row_blocks(xp, x2.shape[0], C, _BLOCK))
-        if self.recording:
-            self.xhat, self.rstd, self.w = xhat, rstd, w
+        if rec:
+            self.x, self.mu, self.rstd, self.w = x2, mu, rstd, w
         return y.reshape(x.shape)
 
     def backward(self, dy):
         xp = get_xp(dy)
         C = self.w.shape[0]
-        xhat, rstd, w = self.xhat, self.rstd, self.w  # (N, C), (N, 1), (C,)
+        x2, mu, rstd, w = self.x, self.mu, self.rstd, self.w  # (N, C), (N, 1), (N, 1), (C,)
         dy2 = dy.reshape(-1, C)  # (N, C)
         need_x, need_w, need_b = self.needs_grad
         dx = xp.empty_like(dy2) if need_x else None
 
         def rows(i0, i1):
-            dyb, xh = dy2[i0:i1], xhat[i0:i1]
+            dyb = dy2[i0:i1]
+            xh = xp.subtract(x2[i0:i1], mu[i0:i1], out=parallel.scratch(xp, "ln_xhat", dyb.shape, dyb.dtype))
+            xh *= rstd[i0:i1]  # 2. xhat again, the forward's bits
             if need_x:
                 g = xp.multiply(dyb, w, out=dx[i0:i1])  # 3. g = dy * w, built in dx's rows
                 m1 = g.sum(axis=-1, keepdims=True)  # C mean_C(g)  (n, 1)
