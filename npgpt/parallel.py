@@ -190,6 +190,29 @@ def run(fn, blocks) -> list:
     return results
 
 
+def keep_freed_memory() -> bool:
+    """Ask glibc's malloc to keep freed memory for reuse rather than hand it back to the kernel
+    (arrays up to 32 MiB from the heap, which is never trimmed): each training step frees and
+    re-allocates the same large arrays, and fresh pages cost a page fault each (a baby GPT step:
+    31,000 faults, 0.24 s of system time, without this; none with it). Peak memory is unchanged;
+    the process keeps its peak. Done once when npgpt.parallel is imported, on Linux with glibc,
+    unless $NPGPT_KEEP_FREED_MEMORY=0. Returns whether it took effect."""
+    if os.environ.get("NPGPT_KEEP_FREED_MEMORY", "1") == "0" or not os.uname().sysname == "Linux":
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+    ok = mallopt(M_MMAP_THRESHOLD, 32 << 20)  # glibc's largest allowed value on 64-bit
+    ok = mallopt(M_TRIM_THRESHOLD, (1 << 31) - 1) and ok
+    return bool(ok)
+
+
+KEPT_FREED_MEMORY = keep_freed_memory()
+
+
 def sum_in_order(parts):
     """parts[0] + parts[1] + ... left to right: a sum over blocks whose bits do not depend on threads."""
     it = iter(parts)

@@ -266,7 +266,7 @@ def train(cfg: TrainConfig, log=print) -> TrainResult:
             loss_sum = 0.0
             for _ in range(cfg.grad_accum):
                 x, y = data.get_batch("train", cfg.batch_size, cfg.block_size, batch_gen)
-                _, loss = model(x, y)
+                loss = model(x, y)[1]  # the logits go with the graph at backward, not at the next forward
                 loss = loss * (1.0 / cfg.grad_accum)
                 loss.backward()
                 loss_sum += loss.item()
