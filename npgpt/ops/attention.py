@@ -85,12 +85,14 @@ class Attention(Function):
         y = xp.empty((B, T, NH, HS), dtype=qkv.dtype)
 
         def sequences(b0, b1):  # steps 2-6 on a few sequences, in cache, on the thread pool
-            att = _probabilities(xp, q[b0:b1], k[b0:b1], scale, bias,
-                                 None if m is None else m[b0:b1], None if r is None else r[b0:b1])  # 2.-4. P
-            if keep is not None:  # 5.
-                att *= keep[b0:b1]
-                att *= self.inv_keep_prob
-            _matmul_into(xp, att, v[b0:b1], y[b0:b1].transpose(0, 2, 1, 3))  # 6., 7. Y straight into y's layout
+            for r0, r1 in _query_chunks(xp, T):  # query rows r0:r1 see keys 0:r1 only
+                att = _probabilities(xp, q[b0:b1, :, r0:r1], k[b0:b1, :, :r1], scale, bias[r0:r1, :r1],
+                                     None if m is None else m[b0:b1, :, r0:r1],
+                                     None if r is None else r[b0:b1, :, r0:r1])  # 2.-4. P (b, NH, rows, r1)
+                if keep is not None:  # 5.
+                    att *= keep[b0:b1, :, r0:r1, :r1]
+                    att *= self.inv_keep_prob
+                _matmul_into(xp, att, v[b0:b1, :, :r1], y[b0:b1, r0:r1].transpose(0, 2, 1, 3))  # 6., 7. into y's layout
 
         parallel.run(sequences, row_blocks(xp, B, NH * T * T, _BLOCK))
         if rec:
@@ -105,26 +107,40 @@ class Attention(Function):
         bias = _causal_bias(xp, T, dy.dtype)
 
         dY = dy.reshape(B, T, NH, HS).transpose(0, 2, 1, 3)  # 7. (B, NH, T, HS)
-        dqkv = xp.empty((B, T, 3, NH, HS), dtype=dy.dtype)  # 1. filled block by block
+        dqkv = xp.zeros((B, T, 3, NH, HS), dtype=dy.dtype)  # 1. dk and dv add up over query chunks
 
         def sequences(b0, b1):
-            Pb = _probabilities(xp, q[b0:b1], k[b0:b1], scale, bias, m[b0:b1], r[b0:b1], known=True)  # 4. P again
-            dYb = dY[b0:b1]  # (b, NH, T, HS)
             out = dqkv[b0:b1].transpose(2, 0, 3, 1, 4)  # 1. (3, b, NH, T, HS), a view: dq, dk, dv go there
-            A = Pb if keep is None else Pb * keep[b0:b1] * self.inv_keep_prob
-            _matmul_into(xp, A.swapaxes(-1, -2), dYb, out[2])  # 6. dv (b, NH, T, HS)
-            dP = parallel.scratch(xp, "attn_dP", Pb.shape, dy.dtype)
-            xp.matmul(dYb, v[b0:b1].swapaxes(-1, -2), out=dP)  # 6. (b, NH, T, T)
-            if keep is not None:
-                dP *= keep[b0:b1]  # 5.
-                dP *= self.inv_keep_prob
-            dP -= _row_dot(xp, dP, Pb)[..., None]  # 4. dS = P * (dP - sum(dP * P)); 3. nothing to do
-            dP *= Pb
-            _matmul_into(xp, dP, _scaled(xp, k[b0:b1], scale), out[0])  # 2. dq = dS @ (s k)  (b, NH, T, HS)
-            _matmul_into(xp, dP.swapaxes(-1, -2), _scaled(xp, q[b0:b1], scale), out[1])  # 2. dk = dS^T @ (s q)
+            for r0, r1 in _query_chunks(xp, T):
+                qc, kc, vc, dYc = q[b0:b1, :, r0:r1], k[b0:b1, :, :r1], v[b0:b1, :, :r1], dY[b0:b1, :, r0:r1]
+                Pc = _probabilities(xp, qc, kc, scale, bias[r0:r1, :r1], m[b0:b1, :, r0:r1], r[b0:b1, :, r0:r1],
+                                    known=True)  # 4. P again (b, NH, rows, r1)
+                A = Pc if keep is None else Pc * keep[b0:b1, :, r0:r1, :r1] * self.inv_keep_prob
+                out[2][:, :, :r1] += A.swapaxes(-1, -2) @ dYc  # 6. dv (b, NH, r1, HS)
+                dP = parallel.scratch(xp, "attn_dP", Pc.shape, dy.dtype)
+                xp.matmul(dYc, vc.swapaxes(-1, -2), out=dP)  # 6. (b, NH, rows, r1)
+                if keep is not None:
+                    dP *= keep[b0:b1, :, r0:r1, :r1]  # 5.
+                    dP *= self.inv_keep_prob
+                dP -= _row_dot(xp, dP, Pc)[..., None]  # 4. dS = P * (dP - sum(dP * P)); 3. nothing to do
+                dP *= Pc
+                _matmul_into(xp, dP, _scaled(xp, kc, scale), out[0][:, :, r0:r1])  # 2. dq = dS @ (s k)
+                out[1][:, :, :r1] += dP.swapaxes(-1, -2) @ _scaled(xp, qc, scale)  # 2. dk += dS^T @ (s q)
 
         parallel.run(sequences, row_blocks(xp, B, NH * T * T, _BLOCK))
         return (dqkv.reshape(B, T, 3 * NH * HS),)  # (B, T, 3C)
+
+
+_Q_CHUNK = 64  # query rows per chunk on the CPU
+
+
+def _query_chunks(xp, T: int) -> list[tuple[int, int]]:
+    """(r0, r1) ranges of query rows. Rows r0:r1 attend to keys 0:r1 only, so walking the queries
+    in chunks skips the masked upper triangle's products and exps (a speed trick: at T = 256 in
+    chunks of 64 it computes 10/16 of the T x T scores). One chunk on the GPU (whole-array kernels)."""
+    if xp.__name__ != "numpy":
+        return [(0, T)]
+    return [(r0, min(r0 + _Q_CHUNK, T)) for r0 in range(0, T, _Q_CHUNK)]
 
 
 def _probabilities(xp, q, k, scale, bias, m, r, known: bool = False):
@@ -134,7 +150,7 @@ def _probabilities(xp, q, k, scale, bias, m, r, known: bool = False):
     passes them back (`known=True`) to rebuild P with the forward's very bits instead of keeping
     the (B, NH, T, T) probabilities alive between the passes (a memory trick: T / HS times less
     than P). Every row has a finite entry (its diagonal), so no row is all -inf."""
-    att = parallel.scratch(xp, "attn_P", q.shape[:-1] + (k.shape[-2],), q.dtype)
+    att = parallel.scratch(xp, "attn_P", q.shape[:-1] + (k.shape[-2],), q.dtype)  # (b, NH, rows, keys)
     xp.matmul(_scaled(xp, q, scale), k.swapaxes(-1, -2), out=att)  # 2. (b, NH, T, T)
     att += bias  # 3.
     if not known:
