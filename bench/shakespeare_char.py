@@ -35,6 +35,9 @@ def parse():
     ap.add_argument("--activation", choices=("gelu", "gelu_tanh"), default="gelu",
                     help="MLP activation (default gelu, the exact erf form nanoGPT's nn.GELU() uses)")
     ap.add_argument("--seed", type=int, default=1337, help="initial weights and batch order (default 1337, nanoGPT's)")
+    ap.add_argument("--twin", choices=("nanogpt", "primitives"), default="nanogpt",
+                    help="the PyTorch side: reference/nanogpt.py, written as people write it (SDPA, F.gelu, "
+                         "torch AdamW; default), or reference/model.py, the op-by-op exactness twin")
     return ap.parse_args()
 
 
@@ -61,24 +64,40 @@ def recipe(data_dir: str, out_dir: str) -> TrainConfig:
         out_dir=out_dir, data_dir=data_dir, n_layer=4, n_head=4, n_embd=128, block_size=64, batch_size=12,
         dropout=0.0, bias=False, activation=ARGS.activation, max_iters=ARGS.max_iters, lr=1e-3, min_lr=1e-4, warmup_iters=warmup,
         lr_decay_iters=max(ARGS.max_iters, warmup), beta2=0.99, weight_decay=0.1, grad_clip=1.0,
-        eval_interval=ARGS.eval_interval, eval_iters=ARGS.eval_iters, log_interval=50, seed=ARGS.seed, plot=True,
+        eval_interval=ARGS.eval_interval, eval_iters=ARGS.eval_iters, log_interval=50, seed=ARGS.seed,
+        plot=False,  # the PyTorch side draws nothing: the wall times compare training and evals only
     )
 
 
 def run_torch(cfg: TrainConfig, data: TokenData) -> tuple[float, float]:
-    """The same recipe through reference/ (TorchGPT + torch AdamW): (final val loss, seconds)."""
+    """The same recipe through reference/ (--twin: the nanoGPT-style model with nanoGPT's AdamW
+    groups, or the primitives twin) and torch.optim.AdamW: (final val loss, seconds)."""
     import torch  # noqa: PLC0415
 
-    from reference.model import TorchGPT  # noqa: PLC0415
     from reference.train import make_optimizer, train_step  # noqa: PLC0415
 
     if ARGS.threads is not None:
         torch.set_num_threads(ARGS.threads)
     mcfg = cfg.model_config(data.vocab_size)
-    model = TorchGPT(mcfg, dtype=torch.float32)
-    model.load_from_npgpt(GPT(mcfg, seed=cfg.seed).state_dict())  # the same initial weights as npgpt's run
-    opt = make_optimizer(model, cfg.lr, weight_decay=cfg.weight_decay, betas=(cfg.beta1, cfg.beta2))
+    weights = GPT(mcfg, seed=cfg.seed).state_dict()  # the same initial weights as npgpt's run
+    if ARGS.twin == "nanogpt":
+        from reference.nanogpt import NanoGPT, configure_optimizer  # noqa: PLC0415
+
+        model = NanoGPT(mcfg, dtype=torch.float32)
+        model.load_from_npgpt(weights)
+        opt = configure_optimizer(model, cfg.lr, weight_decay=cfg.weight_decay, betas=(cfg.beta1, cfg.beta2))
+        as_input = lambda a: torch.from_numpy(np.ascontiguousarray(a))  # noqa: E731
+    else:
+        from reference.model import TorchGPT  # noqa: PLC0415
+
+        model = TorchGPT(mcfg, dtype=torch.float32)
+        model.load_from_npgpt(weights)
+        opt = make_optimizer(model, cfg.lr, weight_decay=cfg.weight_decay, betas=(cfg.beta1, cfg.beta2))
+        as_input = np.asarray
     batches = np.random.default_rng([cfg.seed, 2])  # npgpt.train's training sampler
+
+    def batch(split, g):
+        return tuple(as_input(a) for a in data.get_batch(split, cfg.batch_size, cfg.block_size, g))
 
     def evaluate(it):
         model.eval()
@@ -86,7 +105,7 @@ def run_torch(cfg: TrainConfig, data: TokenData) -> tuple[float, float]:
         with torch.no_grad():
             for k, split in enumerate(("train", "val")):
                 g = np.random.default_rng([cfg.seed, 3, it, k])  # npgpt.train.estimate_loss's batches
-                out[split] = float(np.mean([model(*data.get_batch(split, cfg.batch_size, cfg.block_size, g))[1].item()
+                out[split] = float(np.mean([model(*batch(split, g))[1].item()
                                             for _ in range(cfg.eval_iters)]))
         model.train()
         return out
@@ -100,7 +119,7 @@ def run_torch(cfg: TrainConfig, data: TokenData) -> tuple[float, float]:
                   f"({time.perf_counter() - t0:.0f} s)", flush=True)
         if it == cfg.max_iters:
             break
-        micro = [data.get_batch("train", cfg.batch_size, cfg.block_size, batches) for _ in range(cfg.grad_accum)]
+        micro = [batch("train", batches) for _ in range(cfg.grad_accum)]
         train_step(model, opt, micro, it, lr=cfg.lr, min_lr=cfg.min_lr, warmup=cfg.warmup_iters,
                    decay_iters=cfg.decay_iters, max_norm=cfg.grad_clip)
     return last["val"], time.perf_counter() - t0
@@ -118,11 +137,11 @@ def main() -> int:
         r = train(cfg)
         results["npgpt"] = (r.last_eval["val_loss"], time.perf_counter() - t0)
     if ARGS.only in (None, "torch"):
-        results["torch twin"] = run_torch(cfg, data)
+        results[f"torch {ARGS.twin}"] = run_torch(cfg, data)
     print(f"\nTiny Shakespeare, nanoGPT CPU recipe, {cfg.max_iters} steps, eval on {cfg.eval_iters} batches "
           f"(nanoGPT reports val 1.88 at 2000 steps):")
     for name, (val, secs) in results.items():
-        print(f"  {name:<11} final val loss {val:.4f}   wall {secs:7.1f} s   ({secs / max(cfg.max_iters, 1) * 1000:.0f} ms/step incl. evals)")
+        print(f"  {name:<16} final val loss {val:.4f}   wall {secs:7.1f} s   ({secs / max(cfg.max_iters, 1) * 1000:.0f} ms/step incl. evals)")
     if len(results) == 2:
         (_, (_, a)), (_, (_, b)) = results.items()
         print(f"  npgpt / torch wall-time ratio: {a / b:.2f}")
