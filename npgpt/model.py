@@ -178,24 +178,33 @@ class GPT(Module):
     def xp(self):
         return get_xp(self.transformer.wte.weight.data)
 
-    def forward(self, idx, targets=None):
-        """idx (B, T) integer ids -> (logits (B, T, V), mean cross-entropy over targets or None)."""
+    def forward(self, idx, targets=None, cache=None):
+        """idx (B, T) integer ids -> (logits (B, T, V), mean cross-entropy over targets or None).
+
+        cache: a npgpt.generate.KVCache (inference under no_grad): idx are the positions after the
+        cache's `length` ones, their keys and values are added to it, and `length` grows by T.
+        """
         idx = self._check_ids(idx, "idx")
         B, T = idx.shape
+        t0 = 0 if cache is None else self._check_cache(cache, B, T, targets)
         if targets is not None:
             targets = self._check_ids(targets, "targets", allow_ignore=True)
             if tuple(targets.shape) != (B, T):
                 raise ValueError(f"targets must have idx's shape {(B, T)}, got {tuple(targets.shape)}")
         c, tr, gen = self.config, self.transformer, self._dropout_generator
         x = tr.wte(idx)  # (B, T, C)
-        if c.pos_encoding == "learned":
+        if c.pos_encoding == "learned" and t0 == 0:
             x = x + F.position_embedding(T, tr.wpe.weight)  # (T, C) broadcast over B
+        elif c.pos_encoding == "learned":
+            x = x + F.embedding(self.xp.arange(t0, t0 + T), tr.wpe.weight)  # positions t0 .. t0+T-1
         else:
-            x = x + Tensor(self._sinusoid[:T])
+            x = x + Tensor(self._sinusoid[t0:t0 + T])
         if self.training and c.dropout > 0:
             x = F.dropout(x, c.dropout, True, generator=gen)
-        for block in tr.h:
-            x = block(x, generator=gen)
+        for i, block in enumerate(tr.h):
+            x = block(x, generator=gen, kv=None if cache is None else (cache.k[i], cache.v[i], t0))
+        if cache is not None:
+            cache.length = t0 + T
         x = tr.ln_f(x)
         head = tr.wte.weight if c.tie_embeddings else self.lm_head.weight  # (V, C)
         logits = F.linear(x, F.transpose(head, (1, 0)))  # (B, T, V)
@@ -203,3 +212,23 @@ class GPT(Module):
         if targets is not None:
             loss = F.cross_entropy(F.reshape(logits, (B * T, c.vocab_size)), targets.reshape(B * T))
         return logits, loss
+
+    def _check_cache(self, cache, B: int, T: int, targets) -> int:
+        """The cache's length, once it is known to hold B rows with room for T more positions."""
+        if targets is not None:
+            raise ValueError("a KV cache is for generation: give targets or a cache, not both")
+        if cache.batch_size != B:
+            raise ValueError(f"the KV cache holds {cache.batch_size} sequences, idx has {B}")
+        if cache.length + T > self.config.block_size:
+            raise ValueError(f"the KV cache holds {cache.length} positions: {T} more exceed block_size="
+                             f"{self.config.block_size} (start a new cache from the last block_size ids)")
+        return cache.length
+
+    # --- generation ---------------------------------------------------------------------------
+    def generate(self, input_ids, **options):
+        """Prompts plus new ids, as transformers' generate: see npgpt.generate.generate for the options
+        (max_new_tokens or max_length, do_sample, temperature, top_k, top_p, repetition_penalty,
+        num_return_sequences, eos_token_id, pad_token_id, seed, use_cache)."""
+        from .generate import generate  # noqa: PLC0415 - generate sits above model in the import flow
+
+        return generate(self, input_ids, **options)

@@ -32,6 +32,7 @@ import numpy as np
 from .backend import DEVICES, DTYPES, default_device
 from .checkpoint import BEST, LATEST, load_checkpoint, save_checkpoint
 from .data import TokenData
+from .loading import model_from_checkpoint
 from .model import GPT, GPTConfig
 from .optim import clip_grad_norm, configure_optimizer, cosine_lr
 from .tensor import no_grad
@@ -162,7 +163,7 @@ def _start(cfg: TrainConfig, data: TokenData, log):
     if changed:
         log(f"model shape from {ckpt.path}: " + ", ".join(f"{k}={v}" for k, (_, v) in changed.items()))
     cfg = dataclasses.replace(cfg, **shape)
-    model = ckpt.build_model(dtype=cfg.dtype, device=cfg.device, seed=cfg.seed, dropout=cfg.dropout)
+    model = model_from_checkpoint(ckpt, dtype=cfg.dtype, device=cfg.device, seed=cfg.seed, dropout=cfg.dropout)
     log(f"{'resuming' if resume else 'fine-tuning'} from {ckpt.path} (step {ckpt.iter_num})")
     return cfg, model, ckpt
 
