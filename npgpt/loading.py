@@ -17,7 +17,7 @@ import os
 
 import numpy as np
 
-from .checkpoint import Checkpoint, load_checkpoint
+from .checkpoint import BEST, LATEST, Checkpoint, load_checkpoint
 from .generate import generate
 from .model import GPT, GPTConfig
 
@@ -25,8 +25,9 @@ HF_CONFIG = "config.json"
 
 
 def is_pretrained_dir(path) -> bool:
-    """A GPT-2 / Hugging Face directory: one holding config.json."""
-    return os.path.isdir(path) and os.path.isfile(os.path.join(path, HF_CONFIG))
+    """A GPT-2 / Hugging Face directory: one holding config.json (and no npgpt checkpoint)."""
+    inside = os.path.isdir(path) and set(os.listdir(path))
+    return bool(inside) and HF_CONFIG in inside and not {BEST, LATEST} & inside
 
 
 def model_from_checkpoint(ckpt: Checkpoint, dtype="float32", device=None, seed: int = 0, **overrides) -> GPT:
@@ -50,8 +51,9 @@ def load_model(path, dtype="float32", device=None, seed: int = 0, **overrides):
         return model_from_checkpoint(ckpt, dtype, device, seed, **overrides), ckpt.load_tokenizer()
     from .tokenizers.bpe import BPETokenizer  # noqa: PLC0415
 
-    model = GPT.from_pretrained(path, dtype=dtype, device=device)
-    if overrides or seed != 0:
+    dropout = overrides.pop("dropout", None)
+    model = GPT.from_pretrained(path, dtype=dtype, device=device, dropout=dropout, seed=seed)
+    if overrides:  # other config fields: the same weights in a GPT of the changed config
         weights = model.state_dict()
         model = GPT(dataclasses.replace(model.config, **overrides), seed=seed, dtype=dtype, device=device)
         model.load_state_dict(weights)

@@ -191,5 +191,5 @@ def cached_attention(qkv, n_head: int, k_cache, v_cache, start: int):
     xp.exp(att, out=att)
     att /= att.sum(axis=-1, keepdims=True)
     y = xp.empty((B, T, NH, HS), dtype=qkv.dtype)
-    xp.matmul(att, v_cache[:, :, :L], out=y.transpose(0, 2, 1, 3))  # 5., 6. Y straight into y's layout
+    _matmul_into(xp, att, v_cache[:, :, :L], y.transpose(0, 2, 1, 3))  # 5., 6. Y straight into y's layout
     return y.reshape(B, T, C)  # 6. (B, T, C)
