@@ -150,15 +150,17 @@ def _sample(scores: np.ndarray, generator: np.random.Generator) -> np.ndarray:
 
 
 # --- the loop ------------------------------------------------------------------------------
-def _eos_ids(eos_token_id, V: int) -> list[int]:
+def _eos_ids(model, eos_token_id, V: int) -> list[int]:
+    """The ids that finish a row: eos_token_id (an id or a list; [] for none), or when it is None the
+    end-of-text id of the tokenizer attached to the model, as transformers takes GPT-2's from its config."""
     if eos_token_id is None:
-        return []
+        eot = getattr(getattr(model, "tokenizer", None), "eot_id", None)
+        return [] if eot is None else [int(eot)]
     many = eos_token_id if isinstance(eos_token_id, (list, tuple, set, frozenset)) else [eos_token_id]
     for e in many:
         if not _is_int(e) or not 0 <= e < V:
-            raise ValueError(f"eos_token_id must be an id in [0, vocab_size={V}) or a list of them, got {eos_token_id!r}")
-    if not many:
-        raise ValueError("eos_token_id is an empty list: give an id, a list of ids, or None")
+            raise ValueError(f"eos_token_id must be an id in [0, vocab_size={V}), a list of them ([] for none) "
+                             f"or None, got {eos_token_id!r}")
     return [int(e) for e in many]
 
 
@@ -191,7 +193,10 @@ def generate(model, input_ids, max_new_tokens: int | None = None, max_length: in
     num_return_sequences copies of each prompt sit next to each other (prompt 0's first); greedy
     allows only 1, as in transformers. Once a row emits eos_token_id (an id or a list) it is
     finished: its later positions hold pad_token_id (eos when none is given), and the loop stops
-    early once every row has finished. use_cache=False recomputes the whole context each step.
+    early once every row has finished. eos_token_id=None takes the end-of-text id of the tokenizer
+    that GPT.from_pretrained attaches to a GPT-2 directory's model (transformers stops at GPT-2's
+    config eos by default too), and no eos for a model without one; [] means no eos at all.
+    use_cache=False recomputes the whole context each step.
     streamer (as transformers'): its put() gets the prompts (B', T), then each step's ids (B',);
     end() is called when generation is over (npgpt.loading.TextStreamer prints text as it comes).
     The model runs in eval mode under no_grad; its training mode is restored afterwards.
@@ -218,7 +223,7 @@ def generate(model, input_ids, max_new_tokens: int | None = None, max_length: in
     if num_return_sequences > 1 and not do_sample:
         raise ValueError(f"greedy decoding gives one sequence per prompt: num_return_sequences={num_return_sequences} "
                          "needs do_sample=True")
-    eos = _eos_ids(eos_token_id, V)
+    eos = _eos_ids(model, eos_token_id, V)
     if pad_token_id is not None and (not _is_int(pad_token_id) or not 0 <= pad_token_id < V):
         raise ValueError(f"pad_token_id must be an id in [0, vocab_size={V}), got {pad_token_id!r}")
     pad = pad_token_id if pad_token_id is not None else (eos[0] if eos else None)

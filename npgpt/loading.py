@@ -146,7 +146,7 @@ def sample(path, prompt: str | None = None, *, num_samples: int = 1, max_new_tok
     if tok is None:
         raise ValueError(f"{path}: no tokenizer here (vocab.json and merges.txt) to turn text into ids")
     ids = encode_prompt(tok, prompt)
-    eos = None
+    eos = []  # no eos unless asked, even for a model with a tokenizer attached
     if stop_at_eos:
         if tok.eot_id is None:
             raise ValueError("this tokenizer has no end-of-text token to stop at")

@@ -5,6 +5,8 @@ The same behaviour is compared with transformers itself in tests/test_generate_h
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 from hypothesis import given
@@ -14,6 +16,7 @@ from npgpt.generate import KVCache, _next_logits, _sample, generate, process_log
 from npgpt.model import GPT, GPTConfig
 from npgpt.ops.attention import Attention, cached_attention
 from npgpt.tensor import no_grad
+from npgpt.tokenizers import CharTokenizer
 
 CFG = GPTConfig(vocab_size=7, block_size=6, n_layer=2, n_head=2, n_embd=8, dropout=0.3)
 
@@ -263,6 +266,11 @@ def test_eos_finishes_a_row_and_pads_it():
                           with_eos(free, 3, eos, never[0])[0])
     one = generate(model, prompts[:1], max_new_tokens=12, eos_token_id=eos)  # its only row finished: stop
     assert np.array_equal(one, free[:1, :6])
+    model.tokenizer = CharTokenizer.train("abc")  # no end-of-text: no default eos
+    assert np.array_equal(generate(model, prompts, max_new_tokens=12), free)
+    model.tokenizer = SimpleNamespace(eot_id=eos)  # as a GPT-2 directory's tokenizer: stops there
+    assert np.array_equal(generate(model, prompts, max_new_tokens=12), with_eos(free, 3, eos, eos)[0])
+    assert np.array_equal(generate(model, prompts, max_new_tokens=12, eos_token_id=[]), free)
 
 
 def test_streamer_sees_the_prompt_then_each_token():
@@ -298,6 +306,7 @@ def test_bad_settings():
         (dict(max_new_tokens=3, num_return_sequences=0), "num_return_sequences must be an integer >= 1"),
         (dict(max_new_tokens=3, num_return_sequences=2), "greedy decoding gives one sequence per prompt"),
         (dict(max_new_tokens=3, eos_token_id=7), r"eos_token_id must be an id in \[0, vocab_size=7\)"),
+        (dict(max_new_tokens=3, eos_token_id=[1, None]), "eos_token_id must be"),
         (dict(max_new_tokens=3, pad_token_id=-1), "pad_token_id must be an id"),
         (dict(max_new_tokens=3, do_sample=1), "do_sample must be True or False"),
         (dict(max_new_tokens=3, do_sample=True, seed=-1), "seed must be"),
