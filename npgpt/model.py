@@ -203,3 +203,23 @@ class GPT(Module):
         if targets is not None:
             loss = F.cross_entropy(F.reshape(logits, (B * T, c.vocab_size)), targets.reshape(B * T))
         return logits, loss
+
+    # --- GPT-2 / Hugging Face directories (npgpt/hf.py) -------------------------------------
+    @classmethod
+    def from_pretrained(cls, path_or_name, dtype="float32", device=None, dropout=None, seed: int = 0) -> "GPT":
+        """A GPT-2 directory's model (config.json + model.safetensors or pytorch_model.bin), or a hub
+        name such as "gpt2" downloaded through huggingface_hub; in eval mode, with the directory's
+        tokenizer as `model.tokenizer` (None without vocab.json + merges.txt). dropout: None takes
+        the config's; seed seeds only the dropout generator. See npgpt.hf."""
+        from .hf import load_pretrained  # noqa: PLC0415 - hf.py sits above model.py
+
+        return load_pretrained(cls, path_or_name, dtype=dtype, device=device, dropout=dropout, seed=seed)
+
+    def save_pretrained(self, path, tokenizer=None) -> list[str]:
+        """Write a GPT-2 directory that transformers' GPT2LMHeadModel.from_pretrained loads: config.json,
+        model.safetensors, and the tokenizer's vocab.json + merges.txt (+ tokenizer_config.json,
+        special_tokens_map.json) for `tokenizer`, else `self.tokenizer` when set. A model GPT-2 cannot
+        express (sinusoidal positions, no bias) raises ValueError saying which. Returns the paths."""
+        from .hf import save_pretrained  # noqa: PLC0415
+
+        return save_pretrained(self, path, tokenizer)
