@@ -30,7 +30,7 @@ import numpy as np
 from .backend import to_numpy
 from .fileio import atomic_write
 from .hf_weights import read_weights
-from .model import GPTConfig
+from .model import GPT, GPTConfig
 
 TANH_GELUS = ("gelu_new", "gelu_pytorch_tanh", "gelu_fast", "gelu_python_tanh")
 EXACT_GELUS = ("gelu", "gelu_python")
@@ -227,4 +227,41 @@ def save_pretrained(model, path, tokenizer=None) -> list[str]:
     atomic_write(written[1], json.dumps(hf_config, indent=1))
     if tok is not None:
         written += tok.save_pretrained(path, model_max_length=c.block_size)
+    return written
+
+
+def finetune_start(path: str, data_tokenizer, dtype="float32", device=None, seed: int = 0, dropout: float = 0.0,
+                   log=print) -> GPT:
+    """`npgpt train --init-from DIR` with a GPT-2 directory: its model in train mode, after checking
+    that the data was tokenized with the directory's own tokenizer."""
+    model = load_pretrained(GPT, path, dtype=dtype, device=device, dropout=dropout, seed=seed)
+    tok, how = model.tokenizer, f"`npgpt prepare TEXT --out DIR --tokenizer-file {path}`"
+    if tok is None:
+        raise ValueError(f"fine-tune: {path} has no vocab.json + merges.txt, so npgpt cannot check that the data was "
+                         "tokenized with this model's tokenizer; put the model's tokenizer files there and prepare "
+                         f"the text with {how}")
+    if tok.to_dict() != data_tokenizer.to_dict():
+        raise ValueError(f"fine-tune: the GPT-2 directory {path} has a bpe tokenizer of vocab {tok.vocab_size}, but the "
+                         f"data was prepared with a different {data_tokenizer.type_name} tokenizer of vocab "
+                         f"{data_tokenizer.vocab_size}; prepare the text with the model's tokenizer: {how}")
+    c = model.config
+    log(f"fine-tuning from the GPT-2 directory {path} ({c.n_layer} layers, {c.n_head} heads, n_embd {c.n_embd}, "
+        f"block_size {c.block_size}, vocab {c.vocab_size})")
+    return model.train()
+
+
+def export_checkpoint(checkpoint: str, out_dir: str, tokenizer: bool = True, dtype: str | None = None, log=print) -> list[str]:
+    """`npgpt export`: an npgpt checkpoint (file or training directory) as a GPT-2 directory."""
+    from .checkpoint import load_checkpoint  # noqa: PLC0415
+
+    ckpt = load_checkpoint(checkpoint)
+    if dtype is None:  # as trained
+        dtype = str(next(iter(ckpt.model_state.values())).dtype)
+    tok = ckpt.load_tokenizer() if tokenizer and ckpt.tokenizer is not None else None
+    if tok is not None and tok.type_name != "bpe":
+        raise ValueError(f"{ckpt.path} was trained with a {tok.type_name} tokenizer, which a GPT-2 directory cannot "
+                         "hold (it holds a byte-level BPE tokenizer); export the weights alone with --no-tokenizer")
+    written = ckpt.build_model(dtype=dtype).save_pretrained(out_dir, tokenizer=tok)
+    log(f"exported {ckpt.path} (step {ckpt.iter_num}) as a GPT-2 directory: {', '.join(os.path.basename(w) for w in written)} "
+        f"-> {out_dir}" + ("" if tok is not None else " (no tokenizer)"))
     return written
