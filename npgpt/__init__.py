@@ -2,8 +2,8 @@
 
 from .backend import cuda_available
 from .model import GPT, GPTConfig
-from .tensor import Tensor, no_grad, tensor
+from .tensor import Tensor, as_tensor, no_grad
 
 __version__ = "0.1.0"
 
-__all__ = ["Tensor", "tensor", "no_grad", "cuda_available", "__version__", "GPT", "GPTConfig"]
+__all__ = ["Tensor", "as_tensor", "no_grad", "cuda_available", "__version__", "GPT", "GPTConfig"]

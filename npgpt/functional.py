@@ -11,7 +11,7 @@ from .ops.elementwise import add, div, exp, log, mul, neg, pow, sub, tanh
 from .ops.embedding import embedding, position_embedding, sinusoidal_positions
 from .ops.layernorm import layer_norm
 from .ops.loss import cross_entropy
-from .ops.matmul import linear, matmul
+from .ops.matrix import linear, matmul
 from .ops.mlp import mlp
 from .ops.reduce import max, mean, sum
 from .ops.shape import concatenate, getitem, reshape, split, transpose

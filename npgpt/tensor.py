@@ -3,6 +3,14 @@
 `backward()` walks the graph in reverse topological order, found by an iterative depth-first
 search (a chain of 10,000 ops must not meet Python's recursion limit). Gradients add up over every
 use of a tensor, and leaves keep theirs in `.grad` across calls until `zero_grad()`, as in PyTorch.
+
+Two promises about memory:
+  - A leaf's `.grad` is its own array, never shared with another leaf or a view of something else
+    (Add hands one dy to both inputs; a leaf copies it on arrival and adds later ones in place), so
+    scaling one gradient in place (clipping, the optimizer) never changes another.
+  - Once a node's backward has run, its Function drops its saved arrays and its links to the
+    inputs, so memory holds one graph at a time; `backward(retain_graph=True)` keeps them for a
+    second pass, and a second backward through a freed graph is a clear error.
 """
 
 from __future__ import annotations
@@ -121,10 +129,11 @@ class Tensor:
         return f"Tensor(shape={self.shape}, dtype={self.dtype}, device={self.device}{flag})"
 
     # --- autograd ----------------------------------------------------------------------------
-    def backward(self, grad=None) -> None:
+    def backward(self, grad=None, retain_graph: bool = False) -> None:
         """Accumulate d(self)/d(leaf) * grad into every leaf's `.grad`.
 
-        Without `grad` the tensor must hold one element (a loss); its gradient is 1.
+        Without `grad` the tensor must hold one element (a loss); its gradient is 1. The graph's
+        saved arrays are freed as backward uses them, unless `retain_graph=True`.
         """
         if not self.requires_grad:
             raise RuntimeError("backward() on a tensor that does not require grad (no graph to walk)")
@@ -147,8 +156,11 @@ class Tensor:
             g = grads.pop(id(node), None)
             if g is None:
                 continue
-            if node._fn is None:  # a leaf: keep its gradient
-                node.grad = g if node.grad is None else node.grad + g
+            if node._fn is None:  # a leaf: keep its gradient, in memory of its own
+                if node.grad is None:
+                    node.grad = g.copy()
+                else:
+                    node.grad += g
                 continue
             fn = node._fn
             in_grads = fn.backward(g)
@@ -157,12 +169,14 @@ class Tensor:
             if len(in_grads) != len(fn.inputs):
                 raise RuntimeError(f"{fn!r}.backward returned {len(in_grads)} gradients for {len(fn.inputs)} inputs")
             for t, gi in zip(fn.inputs, in_grads):
-                if gi is None or not t.requires_grad:
+                if gi is None or t is None or not t.requires_grad:
                     continue
                 if tuple(gi.shape) != t.shape:
                     raise RuntimeError(f"{fn!r}.backward gave a gradient of shape {tuple(gi.shape)} for an input of shape {t.shape}")
                 prev = grads.get(id(t))
                 grads[id(t)] = gi if prev is None else prev + gi
+            if not retain_graph:
+                fn.release()
 
     def _topological_order(self) -> list["Tensor"]:
         """Tensors that need a gradient, each after all of its inputs (iterative DFS, post-order)."""
@@ -178,8 +192,13 @@ class Tensor:
             seen.add(id(node))
             stack.append((node, True))
             if node._fn is not None:
+                if node._fn.released:
+                    raise RuntimeError(
+                        f"backward through a graph a second time: {node._fn!r}'s saved arrays were freed by the "
+                        "first backward; call the first one as backward(retain_graph=True) to keep them"
+                    )
                 for t in node._fn.inputs:
-                    if t.requires_grad and id(t) not in seen:
+                    if t is not None and t.requires_grad and id(t) not in seen:
                         stack.append((t, False))
         return order
 
@@ -259,7 +278,7 @@ class Tensor:
         return _ops().split(self, sizes, axis=axis)
 
 
-def tensor(data, requires_grad: bool = False, dtype=None, device: str | None = None) -> Tensor:
+def as_tensor(data, requires_grad: bool = False, dtype=None, device: str | None = None) -> Tensor:
     """Make a Tensor from a list, number or array, optionally cast and moved."""
     from .backend import resolve_device  # noqa: PLC0415
 

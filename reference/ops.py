@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 
-# --- Core ops: twins of npgpt/ops/elementwise.py, reduce.py, shape.py and matmul.py --------------
+# --- Core ops: twins of npgpt/ops/elementwise.py, reduce.py, shape.py and matrix.py --------------
 # sum, max and pow shadow the builtins from here on: nothing in this module uses the builtins.
 
 

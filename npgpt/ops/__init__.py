@@ -1,7 +1,7 @@
 """The differentiable ops, one family per file. Each is a Function subclass plus a snake_case wrapper."""
 
 from .elementwise import add, div, exp, log, mul, neg, pow, sub, tanh
-from .matmul import linear, matmul
+from .matrix import linear, matmul
 from .reduce import max, mean, sum
 from .shape import concatenate, getitem, reshape, split, transpose
 

@@ -38,3 +38,13 @@ def check_float(name: str, *arrays) -> None:
     for a in arrays:
         if a.dtype.kind != "f":
             raise ValueError(f"{name} needs floating-point inputs, got dtype {a.dtype} (shape {tuple(a.shape)})")
+
+
+def row_blocks(xp, n: int, per_row: int, budget: int) -> list[tuple[int, int]]:
+    """(i0, i1) ranges over n rows, each about `budget` elements (at least one row), so a block's
+    temporaries stay in a CPU core's cache. A CPU strategy only: for CuPy arrays one range covers
+    all rows, since on the GPU an op should be a few whole-array kernels, not many small launches."""
+    if xp.__name__ != "numpy":
+        return [(0, n)]
+    step = max(1, budget // max(per_row, 1))
+    return [(i, min(i + step, n)) for i in range(0, n, step)]

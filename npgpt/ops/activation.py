@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import math
 
-from ..backend import erf, get_xp
+from ..backend import get_xp
+from .erf import erf
 from ..function import Function
-from ._util import check_float, normalize_axes
+from ._util import check_float, normalize_axes, row_blocks
 
 APPROXIMATIONS = ("tanh", "none")
 _K = math.sqrt(2.0 / math.pi)  # tanh form's scale
@@ -80,7 +81,7 @@ def gelu_grad(x, s, approximate: str):
     return g
 
 
-_BLOCK = 1 << 15  # elements per block in gelu_with_grad: a block's float32 temporaries stay in cache
+_BLOCK = 1 << 15  # elements per block in gelu_with_grad on the CPU: a block's float32 temporaries stay in cache
 
 
 def gelu_with_grad(x, approximate: str, grad: bool, overwrite: bool = False):
@@ -96,13 +97,12 @@ def gelu_with_grad(x, approximate: str, grad: bool, overwrite: bool = False):
     x2 = x.reshape(-1, H)  # (N, H), a view when x is contiguous
     y = x2 if overwrite and not grad else xp.empty_like(x2)
     d = (x2 if overwrite else xp.empty_like(x2)) if grad else None
-    step = max(1, _BLOCK // max(H, 1))
-    for i in range(0, x2.shape[0], step):
-        xb = x2[i:i + step]  # (rows, H)
+    for i0, i1 in row_blocks(xp, x2.shape[0], H, _BLOCK):
+        xb = x2[i0:i1]  # (rows, H)
         yb, sb = gelu_forward(xb, approximate)
         if grad:
-            d[i:i + step] = gelu_grad(xb, sb, approximate)  # before y: d may share x's buffer
-        y[i:i + step] = yb
+            d[i0:i1] = gelu_grad(xb, sb, approximate)  # before y: d may share x's buffer
+        y[i0:i1] = yb
     return y.reshape(x.shape), (d.reshape(x.shape) if grad else None)
 
 

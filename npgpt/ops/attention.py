@@ -13,7 +13,7 @@ from numbers import Integral
 from ..backend import get_xp, rng
 from ..function import Function
 from ..tensor import Tensor
-from ._util import check_float
+from ._util import check_float, row_blocks
 from .dropout import dropout_keep
 
 _CAUSAL_BIAS: dict = {}  # (array module, T, dtype) -> (T, T) additive mask: 0 on/below the diagonal, -inf above
@@ -76,7 +76,7 @@ class Attention(Function):
         bias = _causal_bias(xp, T, qkv.dtype)
         P = xp.empty((B, NH, T, T), dtype=qkv.dtype) if self.recording else None
         y = xp.empty((B, T, NH, HS), dtype=qkv.dtype)
-        for b0, b1 in _blocks(B, NH * T * T):  # steps 2-6 on a few sequences at a time, in cache
+        for b0, b1 in row_blocks(xp, B, NH * T * T, _BLOCK):  # steps 2-6 on a few sequences at a time, in cache
             att = q[b0:b1] @ k[b0:b1].swapaxes(-1, -2)  # 2. (b, NH, T, T)
             att *= scale
             att += bias  # 3.
@@ -88,7 +88,7 @@ class Attention(Function):
             if keep is not None:  # 5.
                 att *= keep[b0:b1]
                 att *= self.inv_keep_prob
-            xp.matmul(att, v[b0:b1], out=y[b0:b1].transpose(0, 2, 1, 3))  # 6., 7. Y straight into y's layout
+            _matmul_into(xp, att, v[b0:b1], y[b0:b1].transpose(0, 2, 1, 3))  # 6., 7. Y straight into y's layout
         if self.recording:
             self.q, self.k, self.v, self.P, self.keep = q, k, v, P, keep
         return y.reshape(B, T, C)  # 7. (B, T, C)
@@ -101,11 +101,11 @@ class Attention(Function):
 
         dY = dy.reshape(B, T, NH, HS).transpose(0, 2, 1, 3)  # 7. (B, NH, T, HS)
         dqkv = xp.empty((B, T, 3, NH, HS), dtype=dy.dtype)  # 1. filled block by block
-        for b0, b1 in _blocks(B, NH * T * T):
+        for b0, b1 in row_blocks(xp, B, NH * T * T, _BLOCK):
             Pb, dYb = P[b0:b1], dY[b0:b1]  # (b, NH, T, T), (b, NH, T, HS)
             out = dqkv[b0:b1].transpose(2, 0, 3, 1, 4)  # 1. (3, b, NH, T, HS), a view: dq, dk, dv go there
             A = Pb if keep is None else Pb * keep[b0:b1] * self.inv_keep_prob
-            xp.matmul(A.swapaxes(-1, -2), dYb, out=out[2])  # 6. dv (b, NH, T, HS)
+            _matmul_into(xp, A.swapaxes(-1, -2), dYb, out[2])  # 6. dv (b, NH, T, HS)
             dP = dYb @ v[b0:b1].swapaxes(-1, -2)  # 6. (b, NH, T, T)
             if keep is not None:
                 dP *= keep[b0:b1]  # 5.
@@ -113,18 +113,22 @@ class Attention(Function):
             dP -= (dP * Pb).sum(axis=-1, keepdims=True)  # 4. dS = P * (dP - sum(dP * P))
             dP *= Pb
             dP *= scale  # 3. nothing to do; 2. fold s into dS once
-            xp.matmul(dP, k[b0:b1], out=out[0])  # 2. dq (b, NH, T, HS)
-            xp.matmul(dP.swapaxes(-1, -2), q[b0:b1], out=out[1])  # 2. dk (b, NH, T, HS)
+            _matmul_into(xp, dP, k[b0:b1], out[0])  # 2. dq (b, NH, T, HS)
+            _matmul_into(xp, dP.swapaxes(-1, -2), q[b0:b1], out[1])  # 2. dk (b, NH, T, HS)
         return (dqkv.reshape(B, T, 3 * NH * HS),)  # (B, T, 3C)
 
 
-_BLOCK = 1 << 18  # score elements per block (1 MiB in float32): a block's (b, NH, T, T) arrays stay in cache
+_BLOCK = 1 << 18  # score elements per block on the CPU (1 MiB in float32): a block's (b, NH, T, T) arrays stay in cache
 
 
-def _blocks(B: int, per_sequence: int):
-    """(b0, b1) ranges over the batch, each holding about _BLOCK score elements (at least one sequence)."""
-    step = max(1, _BLOCK // per_sequence)
-    return [(b0, min(b0 + step, B)) for b0 in range(0, B, step)]
+def _matmul_into(xp, a, b, out) -> None:
+    """out[...] = a @ b, where out is a strided view into the final layout. NumPy writes the product
+    straight there (no transposing copy afterwards); CuPy's matmul is given a fresh result to copy,
+    since its `out=` is not relied on for non-contiguous views."""
+    if xp.__name__ == "numpy":
+        xp.matmul(a, b, out=out)
+    else:
+        out[...] = a @ b
 
 
 def attention(qkv, n_head: int, dropout: float = 0.0, training: bool = False, generator=None):

@@ -64,8 +64,6 @@ class LayerNorm(Function):
             dx = g  # rstd * (g - mean_C(g) - xhat * mean_C(g * xhat)), built in g's buffer
         if self.needs_grad[1]:
             dw = (dy * xhat).reshape(-1, C).sum(axis=0)  # (C,)
-        if len(self.needs_grad) == 2:
-            return dx, dw
         if self.needs_grad[2]:
             db = dy.reshape(-1, C).sum(axis=0)  # (C,)
         return dx, dw, db
@@ -76,4 +74,4 @@ def layer_norm(x, w, b=None, eps: float = 1e-5):
     if not isinstance(eps, (int, float)) or isinstance(eps, bool) or not eps >= 0:
         raise ValueError(f"layer_norm: eps must be a number >= 0, got {eps!r}")
     eps = float(eps)
-    return LayerNorm.apply(x, w, eps=eps) if b is None else LayerNorm.apply(x, w, b, eps=eps)
+    return LayerNorm.apply(x, w, b, eps=eps)

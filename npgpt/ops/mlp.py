@@ -24,12 +24,7 @@ class MLP(Function):
               1. dw_fc = x^T @ dh,  db_fc = sum_rows(dh),  dx = dh @ w_fc^T
     """
 
-    def forward(self, x, *params, has_b_fc=True, has_b_proj=True, approximate="tanh"):
-        params = list(params)
-        w_fc = params.pop(0)
-        b_fc = params.pop(0) if has_b_fc else None
-        w_proj = params.pop(0)
-        b_proj = params.pop(0) if has_b_proj else None
+    def forward(self, x, w_fc, b_fc, w_proj, b_proj, approximate="tanh"):
         check_float("mlp", x, w_fc, w_proj)
         if x.ndim < 1 or w_fc.ndim != 2 or w_proj.ndim != 2 or x.shape[-1] != w_fc.shape[0] or w_fc.shape[1] != w_proj.shape[0]:
             raise ValueError(
@@ -41,7 +36,6 @@ class MLP(Function):
                 check_float("mlp", b)
                 if tuple(b.shape) != (n,):
                     raise ValueError(f"mlp: {name} of shape {tuple(b.shape)}, expected ({n},)")
-        self.has_b_fc, self.has_b_proj, self.approximate = has_b_fc, has_b_proj, approximate
         lead = x.shape[:-1]
         h = x.reshape(-1, x.shape[-1]) @ w_fc  # 1. (N, H): one matrix product over all rows
         if b_fc is not None:
@@ -57,12 +51,7 @@ class MLP(Function):
     def backward(self, dy):
         C, H = self.w_fc.shape
         Cout = self.w_proj.shape[1]
-        need = list(self.needs_grad)
-        need_x = need.pop(0)
-        need_wfc = need.pop(0)
-        need_bfc = need.pop(0) if self.has_b_fc else False
-        need_wproj = need.pop(0)
-        need_bproj = need.pop(0) if self.has_b_proj else False
+        need_x, need_wfc, need_bfc, need_wproj, need_bproj = self.needs_grad
         a = self.a  # (N, H)
         dy2 = dy.reshape(-1, Cout)  # (N, Cout)
         # 3.
@@ -81,14 +70,12 @@ class MLP(Function):
                 db_fc = dh.sum(axis=0)  # (H,)
             if need_x:
                 dx = (dh @ self.w_fc.T).reshape(self.x.shape)  # (..., C)
-        grads = [dx, dw_fc] + ([db_fc] if self.has_b_fc else []) + [dw_proj] + ([db_proj] if self.has_b_proj else [])
-        return tuple(grads)
+        return dx, dw_fc, db_fc, dw_proj, db_proj
 
 
 def mlp(x, w_fc, b_fc, w_proj, b_proj, approximate: str = "tanh"):
     """gelu(x @ w_fc + b_fc) @ w_proj + b_proj in one op; b_fc / b_proj may be None (bias=False)."""
     check_approximate(approximate)
-    inputs = [x, w_fc] + ([b_fc] if b_fc is not None else []) + [w_proj] + ([b_proj] if b_proj is not None else [])
-    return MLP.apply(*inputs, has_b_fc=b_fc is not None, has_b_proj=b_proj is not None, approximate=approximate)
+    return MLP.apply(x, w_fc, b_fc, w_proj, b_proj, approximate=approximate)
 
 

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 import reference.ops as ref
 from npgpt import Tensor
 from npgpt.ops.activation import gelu
-from npgpt.ops.matmul import linear
+from npgpt.ops.matrix import linear
 from npgpt.ops.mlp import mlp
 from tests.helpers import assert_close, check_parity
 

@@ -73,8 +73,6 @@ class Linear(Function):
         cin, cout = self.w.shape
         dx = (dy.reshape(-1, cout) @ self.w.T).reshape(self.x.shape) if self.needs_grad[0] else None  # (..., Cin)
         dw = self.x.reshape(-1, cin).T @ dy.reshape(-1, cout) if self.needs_grad[1] else None  # (Cin, Cout)
-        if len(self.needs_grad) == 2:
-            return dx, dw
         db = dy.reshape(-1, cout).sum(axis=0) if self.needs_grad[2] else None  # (Cout,)
         return dx, dw, db
 
@@ -85,4 +83,4 @@ def matmul(a, b):
 
 def linear(x, w, b=None):
     """x @ w (+ b), with w of shape (in, out)."""
-    return Linear.apply(x, w) if b is None else Linear.apply(x, w, b)
+    return Linear.apply(x, w, b)

@@ -1,4 +1,4 @@
-"""npgpt/ops/matmul.py (matmul, linear) against reference/ops.py."""
+"""npgpt/ops/matrix.py (matmul, linear) against reference/ops.py."""
 
 from __future__ import annotations
 

@@ -1,0 +1,104 @@
+"""The error function, for exact GELU: Phi(x) = (1 + erf(x / sqrt(2))) / 2.
+
+NumPy has no erf and npgpt does not depend on SciPy, so:
+  - float64 maps the C library's math.erf over the array (within an ulp: the float64 parity tests
+    need it, and float64 is for checking, not for speed);
+  - float32 reads a table and takes one quadratic Taylor step (`erf_float32`, below);
+  - CuPy arrays use CuPy's own erf kernel (backend.cuda_erf).
+
+The float32 method. Put nodes on a grid of spacing 1/G over [-4, 4] (G = 512), x_k = k / G for
+k = -4G..4G. For x in [-4, 4] let s = G x, r = round(s) and delta = s - r, so |delta| <= 1/2 and
+x = x_r + delta / G. Taylor around the node, in delta:
+
+    erf(x) = erf(x_r) + c1 delta + c2 delta^2 + R,
+    c1 = erf'(x_r) / G,   c2 = erf''(x_r) / (2 G^2) = -x_r erf'(x_r) / G^2,
+    erf'(x) = 2 exp(-x^2) / sqrt(pi),    |R| <= max|erf'''| / 6 * (1 / 2G)^3 < 3.6e-10.
+
+Beyond |x| = 4, erf rounds to +-1 in float32 (1 - erf(4) = 1.5e-8), so x is clipped to [-4, 4].
+erf(x_r) is stored as a float32 head plus a float32 tail (head + tail = erf(x_r) to ~1e-15), and
+the small correction tail + delta (c1 + delta c2) (below 0.0012) is added to the head last, so the
+result is rounded about once: absolute error below 3.1e-8, a few ulps near 0 where erf(x) ~ x.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ..backend import cuda_erf, is_cupy_array
+
+NODES_PER_UNIT = 512  # G: table spacing 1/512, so |delta / G| <= 1/1024
+X_MAX = 4.0  # erf(x) rounds to +-1 in float32 beyond |x| = 4
+HALF_ROWS = int(X_MAX * NODES_PER_UNIT)  # K = 2048 nodes on (0, 4]; row k + K holds node x_k
+BLOCK = 1 << 15  # elements per block: a block's scratch (768 KiB) stays in a core's L2 cache
+
+_math_erf = np.frompyfunc(math.erf, 1, 1)
+
+
+def _table() -> np.ndarray:
+    """(2K + 1, 4) float32 rows [head, tail, c1, c2] for the nodes x_k, k = -K..K (16-byte rows,
+    which np.take gathers fastest). The middle row holds head = tail = -0.0, so x = -0.0 gives -0.0
+    and x = +0.0 gives +0.0 (-0.0 + +0.0 = +0.0)."""
+    x = np.arange(-HALF_ROWS, HALF_ROWS + 1) / NODES_PER_UNIT  # (2K+1,) the nodes
+    e = np.array(_math_erf(x), dtype=np.float64)  # erf(x_k) in float64
+    head = e.astype(np.float32)
+    d1 = 2.0 / math.sqrt(math.pi) * np.exp(-x * x)  # erf'(x_k)
+    c1 = d1 / NODES_PER_UNIT
+    c2 = -x * d1 / NODES_PER_UNIT**2
+    table = np.stack([head, e - head, c1, c2], axis=1).astype(np.float32)
+    table[HALF_ROWS, :2] = -0.0
+    return table
+
+
+TABLE = _table()
+
+# Rounding by addition: for |s| < 2^22, the float32 sum s + 1.5 * 2^23 lies in [2^23, 2^24), where
+# float32's spacing is exactly 1, so the addition itself rounds s to the nearest integer r, and the
+# sum's bit pattern (as an int32) is ROUND_BITS + r. Subtracting ROUND_BITS - K gives the row r + K.
+ROUND = np.float32(1.5 * 2**23)
+ROUND_BITS = int(np.array(ROUND).view(np.int32))
+
+
+def erf_float32(x: np.ndarray) -> np.ndarray:
+    """erf of a float32 NumPy array by the table and Taylor step above; NaN gives NaN.
+
+    Walks the array in blocks through reused scratch arrays that stay in cache (a helper for speed:
+    1.6 ms on 768x512, against 30 ms for mapping math.erf); each block computes
+        s = G clip(x, -4, 4),  r = round(s),  delta = s - r,
+        erf(x) = head[r] + (tail[r] + delta (c1[r] + delta c2[r])).
+    """
+    out = np.empty(x.shape, dtype=np.float32)
+    flat_x, flat_out = x.reshape(-1), out.reshape(-1)
+    m = min(BLOCK, flat_x.size)
+    s_buf, r_buf, row_buf = np.empty(m, np.float32), np.empty(m, np.float32), np.empty((m, 4), np.float32)
+    for i in range(0, flat_x.size, BLOCK):
+        xs = flat_x[i:i + BLOCK]
+        n = xs.size
+        s, r, rows = s_buf[:n], r_buf[:n], row_buf[:n]
+        np.clip(xs, -X_MAX, X_MAX, out=s)
+        s *= NODES_PER_UNIT  # s = G clip(x, -4, 4), exact (G is a power of two); NaN stays NaN
+        np.add(s, ROUND, out=r)  # r's bits now hold ROUND_BITS + round(s)
+        k = r.view(np.int32)
+        k -= ROUND_BITS - HALF_ROWS  # k = round(s) + K: the row of the nearest node
+        np.take(TABLE, k, axis=0, out=rows, mode="clip")  # (n, 4); NaN's garbage row is clipped, then NaN wins
+        k += ROUND_BITS - HALF_ROWS  # r's bits back to ROUND + round(s)
+        r -= ROUND  # r = round(s) (+0.0 for s = -0.0)
+        s -= r  # delta = s - r, in [-1/2, 1/2]
+        head, tail, c1, c2 = rows[:, 0], rows[:, 1], rows[:, 2], rows[:, 3]
+        np.multiply(c2, s, out=r)
+        r += c1
+        r *= s
+        r += tail  # tail + delta (c1 + delta c2)
+        np.add(head, r, out=flat_out[i:i + n])
+    return out
+
+
+def erf(x):
+    """The error function elementwise, in x's dtype and on x's device (see the module docstring)."""
+    if is_cupy_array(x):
+        return cuda_erf(x)
+    x = np.asarray(x)
+    if x.dtype == np.float32:
+        return erf_float32(x)
+    return np.asarray(_math_erf(x), dtype=x.dtype if x.dtype.kind == "f" else np.float64)
