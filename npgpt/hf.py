@@ -189,7 +189,7 @@ def load_pretrained(cls, path_or_name, dtype="float32", device=None, dropout: fl
         raise ValueError(f"{config_path}: not valid JSON: {e}") from None
     config = config_from_hf(raw, config_path, dropout)
     state = state_from_hf(read_weights(folder), config, folder)
-    model = cls(config, seed=seed, dtype=dtype, device=device)
+    model = cls(config, seed=seed, dtype=dtype, device=device, init=False)  # load_state_dict fills every parameter
     try:
         model.load_state_dict(state)
     except ValueError as e:

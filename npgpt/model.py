@@ -91,7 +91,8 @@ class GPT(Module):
     `bit_generator.state` is what a checkpoint saves to resume exactly.
     """
 
-    def __init__(self, config: GPTConfig, seed: int = 0, dtype="float32", device: str | None = None):
+    def __init__(self, config: GPTConfig, seed: int = 0, dtype="float32", device: str | None = None,
+                 init: bool = True):
         super().__init__()
         if not isinstance(config, GPTConfig):
             raise ValueError(f"GPT needs a GPTConfig, got {type(config).__name__}")
@@ -116,7 +117,8 @@ class GPT(Module):
         if c.pos_encoding == "sinusoidal":
             sin = to_device(F.sinusoidal_positions(c.block_size, c.n_embd, dtype=dt), dev)
         object.__setattr__(self, "_sinusoid", sin)  # (block_size, C), a constant
-        self._init_weights(seed)
+        if init:  # init=False leaves zeros for a caller that fills every parameter (from_pretrained)
+            self._init_weights(seed)
         object.__setattr__(self, "_dropout_generator", rng([seed, 1]))
 
     # --- initialisation ---------------------------------------------------------------------

@@ -402,6 +402,10 @@ def test_finetune_a_gpt2_directory_and_export_it(gpt2_dir, tmp_path, capsys):
     assert ckpt.train_config["block_size"] == 16 and ckpt.tokenizer == tok.from_pretrained(folder).to_dict()
     assert not np.array_equal(ckpt.model_state["transformer.h.0.mlp.c_fc.weight"],
                               start.state_dict()["transformer.h.0.mlp.c_fc.weight"])  # it trained
+    assert main(["train", "--init-from", str(folder), "--data-dir", data, "--out-dir", str(tmp_path / "zero"),
+                 "--max-iters", "0", "--dtype", "float64", *QUICK]) == 0
+    zero = load_checkpoint(str(tmp_path / "zero"), prefer="ckpt.safetensors").model_state
+    assert all(np.array_equal(zero[k], v) for k, v in start.state_dict().items())  # it started from the directory
 
     assert main(["sample", out, "--max-new-tokens", "5"]) == 0
     assert main(["export", out, str(exported)]) == 0
@@ -411,6 +415,10 @@ def test_finetune_a_gpt2_directory_and_export_it(gpt2_dir, tmp_path, capsys):
     x = np.random.default_rng(14).integers(0, tok.vocab_size, (2, 16))
     assert rel_error(_logits(model, x), hf(torch.from_numpy(x)).logits) <= TOL
     assert transformers.GPT2Tokenizer.from_pretrained(exported).encode(TEXT[:300]) == tok.encode(TEXT[:300])
+    assert main(["train", "--init-from", "resume", "--data-dir", data, "--out-dir", out, "--max-iters", "4",
+                 "--dtype", "float64", "--lr", "0.01", *QUICK]) == 0  # a fine-tuned run resumes as any other
+    resumed = load_checkpoint(out, prefer="ckpt.safetensors")
+    assert resumed.iter_num == 4 and resumed.train_config["block_size"] == 16
 
 
 def test_finetune_refuses_data_from_another_tokenizer(gpt2_dir, tmp_path, capsys):
