@@ -211,7 +211,7 @@ def save_pretrained(model, path, tokenizer=None) -> list[str]:
     from .tokenizers.bpe import BPETokenizer  # noqa: PLC0415
 
     c = model.config
-    tok = tokenizer if tokenizer is not None else getattr(model, "tokenizer", None)
+    tok = tokenizer if tokenizer is not None else model.tokenizer
     if tok is not None:
         if not isinstance(tok, BPETokenizer):
             raise ValueError(f"a GPT-2 directory holds a byte-level BPE tokenizer; this one is a {type(tok).__name__} "

@@ -91,6 +91,8 @@ class GPT(Module):
     `bit_generator.state` is what a checkpoint saves to resume exactly.
     """
 
+    tokenizer = None  # from_pretrained sets the directory's; save_pretrained writes it
+
     def __init__(self, config: GPTConfig, seed: int = 0, dtype="float32", device: str | None = None,
                  init: bool = True):
         super().__init__()

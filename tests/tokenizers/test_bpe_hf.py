@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from npgpt.tokenizers import BPETokenizer, CharTokenizer, load_tokenizer
-from tests.tokenizers.strategies import CORPUS, texts
+from tests.tokenizers.strategies import CORPUS, hf_bpe_files, texts
 
 EOT = "<|endoftext|>"
 
@@ -78,13 +78,8 @@ def test_trained_tokenizers_keep_their_ids_under_the_pair_rule(tmp_path_factory,
 
 def test_files_written_by_the_tokenizers_library_round_trip(tmp_path):
     hf = pytest.importorskip("tokenizers")
-    model = hf.Tokenizer(hf.models.BPE())
-    model.pre_tokenizer = hf.pre_tokenizers.ByteLevel(add_prefix_space=False)
-    trainer = hf.trainers.BpeTrainer(vocab_size=600, special_tokens=[EOT], show_progress=False,
-                                     initial_alphabet=hf.pre_tokenizers.ByteLevel.alphabet())
-    model.train_from_iterator([CORPUS], trainer)
     (tmp_path / "theirs").mkdir()
-    model.model.save(str(tmp_path / "theirs"))  # vocab.json + merges.txt, ids not in byte order
+    hf_bpe_files(hf, [CORPUS], 600, tmp_path / "theirs")  # vocab.json + merges.txt, ids not in byte order
     ours = BPETokenizer.from_pretrained(tmp_path / "theirs")
     assert ours.byte_ids != list(range(256)) and ours.special_tokens == {EOT: 0}
     ours.save_pretrained(tmp_path / "ours")
