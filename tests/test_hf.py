@@ -16,7 +16,7 @@ import pytest
 import torch
 from safetensors.numpy import load_file, save_file
 
-from npgpt import GPT, GPTConfig
+from npgpt import GPT, GPTConfig, backend
 from npgpt.tokenizers import BPETokenizer, CharTokenizer
 from tests.helpers import rel_error
 from tests.tokenizers.strategies import CORPUS
@@ -190,6 +190,20 @@ def test_save_pretrained_loads_in_transformers(kw, tmp_path):
     assert back.config == c
     for (n, x), (m, y) in zip(model.state_dict().items(), back.state_dict().items()):
         assert n == m and np.array_equal(x, y)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not backend.cuda_available(), reason="needs CuPy and an NVIDIA GPU (make test-gpu on a GPU machine)")
+def test_gpt2_directories_on_the_gpu(tmp_path):
+    random_hf(15, **SHAPES["untied"]).save_pretrained(tmp_path / "a")
+    cpu = GPT.from_pretrained(tmp_path / "a", dtype="float64")
+    gpu = GPT.from_pretrained(tmp_path / "a", dtype="float64", device="cuda")
+    assert backend.device_of(gpu.lm_head.weight.data) == "cuda"
+    ids = np.random.default_rng(16).integers(0, 61, (2, 23))
+    assert rel_error(backend.to_numpy(_logits(gpu, ids)), _logits(cpu, ids)) <= 1e-10
+    gpu.save_pretrained(tmp_path / "b")
+    a, b = load_file(str(tmp_path / "a" / "model.safetensors")), load_file(str(tmp_path / "b" / "model.safetensors"))
+    assert sorted(a) == sorted(b) and all(np.array_equal(a[k], b[k]) for k in a)
 
 
 # ---------------------------------------------------------------- tokenizer files
