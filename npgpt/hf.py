@@ -28,7 +28,6 @@ import re
 import numpy as np
 
 from .backend import to_numpy
-from .fileio import atomic_write
 from .hf_weights import read_weights
 from .model import GPT, GPTConfig
 
@@ -206,28 +205,27 @@ def load_pretrained(cls, path_or_name, dtype="float32", device=None, dropout: fl
 
 def save_pretrained(model, path, tokenizer=None) -> list[str]:
     """Write config.json + model.safetensors (+ the tokenizer's files: `tokenizer`, else
-    model.tokenizer when set) into the directory `path`, each atomically; returns the paths."""
+    model.tokenizer when set) into the directory `path`, each atomically; returns the paths. Every
+    check runs before the first file is written."""
     from safetensors.numpy import save  # noqa: PLC0415
     from .tokenizers.bpe import BPETokenizer  # noqa: PLC0415
+    from .tokenizers.bpe_hf import pretrained_files, write_files  # noqa: PLC0415
 
     c = model.config
     tok = tokenizer if tokenizer is not None else model.tokenizer
+    files = {}
     if tok is not None:
         if not isinstance(tok, BPETokenizer):
             raise ValueError(f"a GPT-2 directory holds a byte-level BPE tokenizer; this one is a {type(tok).__name__} "
                              "(save without a tokenizer, or train with --tokenizer bpe)")
         if tok.vocab_size > c.vocab_size:
             raise ValueError(f"the tokenizer has {tok.vocab_size} ids, more than the model's vocab_size {c.vocab_size}")
+        files = pretrained_files(tok, model_max_length=c.block_size)
     hf_config = config_to_hf(c, str(np.dtype(model.dtype)), tok.eot_id if tok is not None else None)
     tensors = {k: np.ascontiguousarray(to_numpy(v)) for k, v in model.state_dict().items()}
-    path = os.fspath(path)
-    os.makedirs(path, exist_ok=True)
-    written = [os.path.join(path, "model.safetensors"), os.path.join(path, "config.json")]
-    atomic_write(written[0], save(tensors, metadata={"format": "pt"}))
-    atomic_write(written[1], json.dumps(hf_config, indent=1))
-    if tok is not None:
-        written += tok.save_pretrained(path, model_max_length=c.block_size)
-    return written
+    files = {"model.safetensors": save(tensors, metadata={"format": "pt"}),
+             "config.json": json.dumps(hf_config, indent=1), **files}
+    return write_files(path, files)
 
 
 def finetune_start(path: str, data_tokenizer, dtype="float32", device=None, seed: int = 0, dropout: float = 0.0,

@@ -286,6 +286,7 @@ def test_tokenizers_gpt2_cannot_hold_are_refused(tmp_path):
         model.save_pretrained(tmp_path, tokenizer=BPETokenizer.train(CORPUS, 280, pattern="gpt4"))
     with pytest.raises(ValueError, match="the tokenizer has 400 ids, more than the model's vocab_size 300"):
         model.save_pretrained(tmp_path, tokenizer=BPETokenizer.train(CORPUS, 400))
+    assert not os.listdir(tmp_path)  # refused before anything is written
 
 
 def _hf_dir(tmp_path, **config_changes):

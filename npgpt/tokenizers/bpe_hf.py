@@ -103,8 +103,9 @@ def _token_strings(tok) -> dict[int, str]:
     return strings
 
 
-def write_pretrained(tok, path, model_max_length: int | None = None) -> list[str]:
-    """Write tok's GPT-2 files into the directory `path`; returns the paths written."""
+def pretrained_files(tok, model_max_length: int | None = None) -> dict[str, str]:
+    """{file name: text} of tok's GPT-2 files; ValueError, before anything is written, for a tokenizer
+    they cannot hold."""
     from .bpe import GPT2_PATTERN
 
     if tok.pattern != GPT2_PATTERN:
@@ -129,16 +130,25 @@ def write_pretrained(tok, path, model_max_length: int | None = None) -> list[str
     if model_max_length is not None:
         config["model_max_length"] = int(model_max_length)
     special_map = {k: eot for k in ("bos_token", "eos_token", "unk_token")} if eot else {}
-    path = os.fspath(path)
-    os.makedirs(path, exist_ok=True)
-    files = {
+    return {
         "vocab.json": json.dumps(vocab, ensure_ascii=False, indent=1),
         "merges.txt": "\n".join(merges) + "\n",
         "tokenizer_config.json": json.dumps(config, ensure_ascii=False, indent=1),
         "special_tokens_map.json": json.dumps(special_map, ensure_ascii=False, indent=1),
     }
+
+
+def write_files(path, files: dict) -> list[str]:
+    """Write {file name: text or bytes} into the directory `path` (made if missing), each atomically."""
+    path = os.fspath(path)
+    os.makedirs(path, exist_ok=True)
     written = []
-    for name, text in files.items():
-        atomic_write(os.path.join(path, name), text)
+    for name, payload in files.items():
+        atomic_write(os.path.join(path, name), payload)
         written.append(os.path.join(path, name))
     return written
+
+
+def write_pretrained(tok, path, model_max_length: int | None = None) -> list[str]:
+    """Write tok's GPT-2 files into the directory `path`; returns the paths written."""
+    return write_files(path, pretrained_files(tok, model_max_length))
