@@ -122,25 +122,35 @@ def test_prefixless_keys_mask_buffers_and_a_copied_head(pair, tmp_path):
     assert np.array_equal(_logits(a, ids), _logits(b, ids))
 
 
-def test_sharded_safetensors(tmp_path):
+@pytest.mark.parametrize("fmt", ["safetensors", "bin"])
+def test_sharded_checkpoints(fmt, tmp_path):
     hf = random_hf(4, **SHAPES["odd"])
     hf.save_pretrained(tmp_path / "one")
     whole = load_file(str(tmp_path / "one" / "model.safetensors"))
     names = sorted(whole)
-    shards = {"model-00001-of-00002.safetensors": names[::2], "model-00002-of-00002.safetensors": names[1::2]}
+    ext, index_name = (".safetensors", "model.safetensors.index.json") if fmt == "safetensors" else \
+        (".bin", "pytorch_model.bin.index.json")
+    shards = {f"model-0000{i + 1}-of-00002{ext}": names[i::2] for i in range(2)}
     folder = tmp_path / "sharded"
     folder.mkdir()
     for file, keys in shards.items():
-        save_file({k: whole[k] for k in keys}, str(folder / file), metadata={"format": "pt"})
+        if fmt == "safetensors":
+            save_file({k: whole[k] for k in keys}, str(folder / file), metadata={"format": "pt"})
+        else:
+            torch.save({k: torch.from_numpy(whole[k]) for k in keys}, folder / file)
     index = {"metadata": {}, "weight_map": {k: f for f, ks in shards.items() for k in ks}}
-    (folder / "model.safetensors.index.json").write_text(json.dumps(index))
+    (folder / index_name).write_text(json.dumps(index))
     (folder / "config.json").write_text((tmp_path / "one" / "config.json").read_text())
     a, b = GPT.from_pretrained(tmp_path / "one", dtype="float64"), GPT.from_pretrained(folder, dtype="float64")
     for (n, x), (m, y) in zip(a.state_dict().items(), b.state_dict().items()):
         assert n == m and np.array_equal(x, y)
-    index["weight_map"][names[0]] = "../elsewhere.safetensors"
-    (folder / "model.safetensors.index.json").write_text(json.dumps(index))
+    index["weight_map"][names[0]] = "../elsewhere" + ext
+    (folder / index_name).write_text(json.dumps(index))
     with pytest.raises(ValueError, match="not a file name in the same directory"):
+        GPT.from_pretrained(folder)
+    index["weight_map"][names[0]] = "model-00003-of-00002" + ext
+    (folder / index_name).write_text(json.dumps(index))
+    with pytest.raises(FileNotFoundError, match="lists the shard model-00003-of-00002.*, which is missing"):
         GPT.from_pretrained(folder)
 
 
