@@ -62,7 +62,8 @@ def _add_prepare(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", help="output directory (default: data/<source name>)")
     p.add_argument("--tokenizer", choices=("char", "bpe"), default="char", help="tokenizer to train (default: char)")
     p.add_argument("--vocab-size", type=int, help="vocabulary size for --tokenizer bpe")
-    p.add_argument("--tokenizer-file", help="reuse this tokenizer.json (e.g. a checkpoint's, to fine-tune)")
+    p.add_argument("--tokenizer-file", help="reuse this tokenizer: a tokenizer.json, a training directory, or a GPT-2 "
+                   "directory's vocab.json + merges.txt (to fine-tune)")
     p.add_argument("--val-fraction", type=float, default=0.1, help="the last fraction of tokens for validation (default: 0.1)")
     p.add_argument("--block-size", type=int, help="check now that both splits hold a block of this size")
     p.add_argument("--data-path", help="shakespeare_char: the text file, or a directory holding tinyshakespeare.txt")
@@ -158,6 +159,23 @@ def _run_sample(args) -> int:
     return _guarded("sample", run)
 
 
+def _add_export(p: argparse.ArgumentParser) -> None:
+    p.add_argument("checkpoint", help="a training directory (its best.safetensors, else ckpt.safetensors) or a checkpoint file")
+    p.add_argument("out_dir", help="the GPT-2 directory to write (config.json, model.safetensors, vocab.json, merges.txt, ...)")
+    p.add_argument("--no-tokenizer", action="store_true", help="write the model alone, without the tokenizer's files")
+    p.add_argument("--dtype", choices=("float32", "float64"), help="weights' dtype (default: as trained)")
+
+
+def _run_export(args) -> int:
+    from .hf import export_checkpoint  # noqa: PLC0415
+
+    def run():
+        export_checkpoint(args.checkpoint, args.out_dir, tokenizer=not args.no_tokenizer, dtype=args.dtype)
+        return 0
+
+    return _guarded("export", run)
+
+
 def _add_plot(p: argparse.ArgumentParser) -> None:
     p.add_argument("out_dir", help="a training directory holding log.jsonl")
 
@@ -175,6 +193,8 @@ COMMANDS = {
     "prepare": ("tokenize a text file or a named corpus into train.bin/val.bin", _add_prepare, _run_prepare),
     "train": ("train a model (from scratch, resume, or fine-tune a checkpoint)", _add_train, _run_train),
     "sample": ("generate text from a checkpoint or a GPT-2 directory, streamed as it comes", _add_sample, _run_sample),
+    "export": ("write a checkpoint as a GPT-2 / Hugging Face directory (transformers' from_pretrained loads it)",
+               _add_export, _run_export),
     "plot": ("draw OUT_DIR/loss.png from OUT_DIR/log.jsonl", _add_plot, _run_plot),
 }
 

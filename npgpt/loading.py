@@ -49,16 +49,15 @@ def load_model(path, dtype="float32", device=None, seed: int = 0, **overrides):
     if not is_pretrained_dir(path):
         ckpt = load_checkpoint(path)
         return model_from_checkpoint(ckpt, dtype, device, seed, **overrides), ckpt.load_tokenizer()
-    from .tokenizers.bpe import BPETokenizer  # noqa: PLC0415
-
     dropout = overrides.pop("dropout", None)
     model = GPT.from_pretrained(path, dtype=dtype, device=device, dropout=dropout, seed=seed)
+    tokenizer = model.tokenizer  # the directory's vocab.json + merges.txt, or None
     if overrides:  # other config fields: the same weights in a GPT of the changed config
         weights = model.state_dict()
         model = GPT(dataclasses.replace(model.config, **overrides), seed=seed, dtype=dtype, device=device)
         model.load_state_dict(weights)
-    has_tokenizer = all(os.path.isfile(os.path.join(path, n)) for n in ("vocab.json", "merges.txt"))
-    return model, BPETokenizer.from_pretrained(path) if has_tokenizer else None
+        model.tokenizer = tokenizer
+    return model, tokenizer
 
 
 # --- text ----------------------------------------------------------------------------------

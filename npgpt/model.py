@@ -91,7 +91,10 @@ class GPT(Module):
     `bit_generator.state` is what a checkpoint saves to resume exactly.
     """
 
-    def __init__(self, config: GPTConfig, seed: int = 0, dtype="float32", device: str | None = None):
+    tokenizer = None  # from_pretrained sets the directory's; save_pretrained writes it
+
+    def __init__(self, config: GPTConfig, seed: int = 0, dtype="float32", device: str | None = None,
+                 init: bool = True):
         super().__init__()
         if not isinstance(config, GPTConfig):
             raise ValueError(f"GPT needs a GPTConfig, got {type(config).__name__}")
@@ -116,7 +119,8 @@ class GPT(Module):
         if c.pos_encoding == "sinusoidal":
             sin = to_device(F.sinusoidal_positions(c.block_size, c.n_embd, dtype=dt), dev)
         object.__setattr__(self, "_sinusoid", sin)  # (block_size, C), a constant
-        self._init_weights(seed)
+        if init:  # init=False leaves zeros for a caller that fills every parameter (from_pretrained)
+            self._init_weights(seed)
         object.__setattr__(self, "_dropout_generator", rng([seed, 1]))
 
     # --- initialisation ---------------------------------------------------------------------
@@ -239,3 +243,23 @@ class GPT(Module):
         from .generate import generate  # noqa: PLC0415 - generate sits above model in the import flow
 
         return generate(self, input_ids, **options)
+
+    # --- GPT-2 / Hugging Face directories (npgpt/hf.py) -------------------------------------
+    @classmethod
+    def from_pretrained(cls, path_or_name, dtype="float32", device=None, dropout=None, seed: int = 0) -> "GPT":
+        """A GPT-2 directory's model (config.json + model.safetensors or pytorch_model.bin), or a hub
+        name such as "gpt2" downloaded through huggingface_hub; in eval mode, with the directory's
+        tokenizer as `model.tokenizer` (None without vocab.json + merges.txt). dropout: None takes
+        the config's; seed seeds only the dropout generator. See npgpt.hf."""
+        from .hf import load_pretrained  # noqa: PLC0415 - hf.py sits above model.py
+
+        return load_pretrained(cls, path_or_name, dtype=dtype, device=device, dropout=dropout, seed=seed)
+
+    def save_pretrained(self, path, tokenizer=None) -> list[str]:
+        """Write a GPT-2 directory that transformers' GPT2LMHeadModel.from_pretrained loads: config.json,
+        model.safetensors, and the tokenizer's vocab.json + merges.txt (+ tokenizer_config.json,
+        special_tokens_map.json) for `tokenizer`, else `self.tokenizer` when set. A model GPT-2 cannot
+        express (sinusoidal positions, no bias) raises ValueError saying which. Returns the paths."""
+        from .hf import save_pretrained  # noqa: PLC0415
+
+        return save_pretrained(self, path, tokenizer)

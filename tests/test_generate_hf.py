@@ -27,9 +27,12 @@ from transformers.generation.logits_process import (  # noqa: E402
     TopPLogitsWarper,
 )
 
+from npgpt.cli import main  # noqa: E402
 from npgpt.generate import KVCache, _next_logits, generate, process_logits  # noqa: E402
+from npgpt.loading import load_model  # noqa: E402
 from npgpt.model import GPT, GPTConfig  # noqa: E402
 from npgpt.tensor import no_grad  # noqa: E402
+from npgpt.tokenizers import BPETokenizer  # noqa: E402
 
 SIZES = {  # (n_layer, n_head, n_embd, vocab_size, n_positions)
     "3x48": (3, 3, 48, 97, 29),
@@ -37,19 +40,27 @@ SIZES = {  # (n_layer, n_head, n_embd, vocab_size, n_positions)
 }
 
 
-def hf_and_npgpt(size: str, seed: int = 0):
-    """A random transformers GPT-2 (float64, eval) and an npgpt GPT holding the same weights."""
-    n_layer, n_head, n_embd, vocab, n_pos = SIZES[size]
-    cfg = transformers.GPT2Config(n_layer=n_layer, n_head=n_head, n_embd=n_embd, vocab_size=vocab, n_positions=n_pos,
+def random_hf(size: str, seed: int = 0, vocab: int | None = None, eos: int | None = None):
+    """A random transformers GPT-2 of one of SIZES in float64, eval mode, every weight, bias and
+    layernorm drawn around its usual value (vocab and eos_token_id replaced when given)."""
+    n_layer, n_head, n_embd, v, n_pos = SIZES[size]
+    cfg = transformers.GPT2Config(n_layer=n_layer, n_head=n_head, n_embd=n_embd, vocab_size=vocab or v, n_positions=n_pos,
                                   resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, layer_norm_epsilon=1e-5,
-                                  activation_function="gelu_new", bos_token_id=None, eos_token_id=None)
+                                  activation_function="gelu_new", bos_token_id=eos, eos_token_id=eos)
     torch.manual_seed(seed)
     hf = transformers.GPT2LMHeadModel(cfg).double().eval()
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
-        for name, p in hf.named_parameters():  # every weight, bias and layernorm non-trivial
-            base = 1.0 if name.endswith("ln_1.weight") or name.endswith("ln_2.weight") or name.endswith("ln_f.weight") else 0.0
+        for name, p in hf.named_parameters():
+            base = 1.0 if name.endswith(("ln_1.weight", "ln_2.weight", "ln_f.weight")) else 0.0
             p.copy_(base + 0.3 * torch.randn(p.shape, generator=g, dtype=p.dtype))
+    return hf
+
+
+def hf_and_npgpt(size: str, seed: int = 0):
+    """A random transformers GPT-2 (float64, eval) and an npgpt GPT holding the same weights."""
+    n_layer, n_head, n_embd, vocab, n_pos = SIZES[size]
+    hf = random_hf(size, seed)
     ours = GPT(GPTConfig(vocab_size=vocab, block_size=n_pos, n_layer=n_layer, n_head=n_head, n_embd=n_embd,
                          activation="gelu_tanh", ln_eps=1e-5, tie_embeddings=True), dtype="float64")
     state = {k: v.numpy() for k, v in hf.state_dict().items()
@@ -156,3 +167,43 @@ def test_num_return_sequences_order_matches(models):
     theirs = hf_generate(hf, prompts, **kw)
     assert theirs.shape == (6, 13) and not np.array_equal(theirs[0], theirs[3])
     assert np.array_equal(generate(ours, prompts, seed=0, **kw), theirs)
+
+
+# --- a GPT-2 directory, end to end --------------------------------------------------------------
+EOT = "<|endoftext|>"
+
+
+def test_gpt2_directory_five_lines_and_npgpt_sample(tmp_path, capsys):
+    """transformers' five lines and npgpt's, on one directory, give the same text; it stops at the
+    config's end-of-text in both (the model is nudged to say it mid-way), and so does `npgpt sample --eos`."""
+    tok = BPETokenizer.train("Once upon a time there was a tiny model that told tales. " * 10, 293, special_tokens=[EOT])
+    hf = random_hf("3x48", seed=5, vocab=tok.vocab_size, eos=tok.eot_id)
+    with torch.no_grad():
+        hf.transformer.wte.weight[tok.eot_id] *= 3.0
+    hf.save_pretrained(tmp_path)
+    tok.save_pretrained(tmp_path)
+
+    hf_tok = transformers.GPT2Tokenizer.from_pretrained(tmp_path)
+    ids = hf_tok.encode("Once upon a time", return_tensors="pt")
+    with torch.no_grad():
+        out = hf.generate(ids, max_length=29, num_return_sequences=1, attention_mask=torch.ones_like(ids))
+    expected = hf_tok.decode(out[0], skip_special_tokens=True)
+
+    model = GPT.from_pretrained(tmp_path, dtype="float64")
+    tokenizer = BPETokenizer.from_pretrained(tmp_path)
+    ids = tokenizer.encode("Once upon a time")
+    ours = model.generate(ids, max_length=29, num_return_sequences=1)
+    assert np.array_equal(ours, out.numpy())
+    assert ids[-1] != tok.eot_id and 4 < ours.shape[1] < 29 and ours[0, -1] == tok.eot_id  # stopped at it
+    assert tokenizer.decode(ours[0], skip_special_tokens=True) == expected
+
+    loaded, loaded_tok = load_model(tmp_path, dtype="float64")
+    assert np.array_equal(loaded.generate(ids, max_length=29), ours) and loaded_tok.encode("tales") == tokenizer.encode("tales")
+    changed, changed_tok = load_model(tmp_path, dtype="float64", seed=3, dropout=0.2, activation="gelu")
+    assert (changed.config.dropout, changed.config.activation, changed.tokenizer) == (0.2, "gelu", changed_tok)
+    assert all(np.array_equal(a, changed.state_dict()[k]) for k, a in loaded.state_dict().items())
+    flags = ["sample", str(tmp_path), "--prompt", "Once upon a time", "--greedy", "--max-length", "29", "--dtype", "float64"]
+    assert main([*flags, "--eos"]) == 0
+    assert capsys.readouterr().out == expected + "\n"
+    assert main(flags) == 0  # without --eos it goes on past the end-of-text (which it does not print)
+    assert capsys.readouterr().out.startswith(expected) and len(loaded.generate(ids, max_length=29, eos_token_id=[])[0]) == 29
