@@ -153,8 +153,15 @@ def _blas_on_one_thread():
                 set_blas_threads(_blas_saved)
 
 
-def run(fn, blocks) -> list:
+MIN_WORK = 1 << 18  # elements per thread below which a run stays on the calling thread
+
+
+def run(fn, blocks, size: int | None = None) -> list:
     """[fn(i0, i1) for (i0, i1) in blocks], run on the pool's threads; results in block order.
+
+    `size` (elements touched in all) caps the threads at one per MIN_WORK elements: below that
+    the hand-off costs more than it saves, and on a busy machine a worker that is not scheduled
+    in time holds the whole run up, so small problems stay on the calling thread.
 
     Workers take the next block from a shared counter, so a core slowed by other work simply does
     fewer blocks. Each block's result lands in its own slot: the order of the results never depends
@@ -162,8 +169,13 @@ def run(fn, blocks) -> list:
     """
     blocks = list(blocks)
     n = min(num_threads(), len(blocks))
-    if n <= 1 or getattr(_local, "inside", False):
+    if size is not None:
+        n = min(n, max(1, size // MIN_WORK))
+    if getattr(_local, "inside", False):
         return [fn(i0, i1) for i0, i1 in blocks]
+    if n <= 1:
+        with _blas_on_one_thread():  # a block's matmuls are small: one BLAS thread wastes nothing
+            return [fn(i0, i1) for i0, i1 in blocks]
     results = [None] * len(blocks)
     counter = itertools.count()
 

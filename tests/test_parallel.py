@@ -7,6 +7,8 @@ bits when run twice. Shapes are chosen so layernorm, GELU and attention each wal
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pytest
 
@@ -22,6 +24,7 @@ def small_blocks(monkeypatch):
     monkeypatch.setattr(activation, "_BLOCK", 64)
     monkeypatch.setattr(attention, "_BLOCK", 40)
     monkeypatch.setattr(attention, "_Q_CHUNK", 3)
+    monkeypatch.setattr(parallel, "MIN_WORK", 1)  # tiny problems still go to the pool here
     yield
     parallel.set_num_threads(None)
 
@@ -58,6 +61,9 @@ def test_run_keeps_block_order_and_raises_block_errors():
     try:
         blocks = [(i, i + 1) for i in range(20)]
         assert parallel.run(lambda i0, i1: i0 * 10, blocks) == [i * 10 for i in range(20)]
+        seen = set()
+        parallel.run(lambda i0, i1: seen.add(threading.get_ident()), blocks, size=10)  # too small to hand off
+        assert seen == {threading.get_ident()}
 
         def boom(i0, i1):
             if i0 == 7:

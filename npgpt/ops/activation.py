@@ -102,7 +102,7 @@ def gelu_with_grad(x, approximate: str, grad: bool, overwrite: bool = False):
     def rows(i0, i1):
         _gelu_rows(xp, x2[i0:i1], y[i0:i1], None if d is None else d[i0:i1], approximate)
 
-    parallel.run(rows, row_blocks(xp, x2.shape[0], H, _BLOCK))
+    parallel.run(rows, row_blocks(xp, x2.shape[0], H, _BLOCK), x2.size)
     return y.reshape(x.shape), (d.reshape(x.shape) if grad else None)
 
 

@@ -61,7 +61,7 @@ class LayerNorm(Function):
             if b is not None:
                 y[i0:i1] += b
 
-        parallel.run(rows, row_blocks(xp, x2.shape[0], C, _BLOCK))
+        parallel.run(rows, row_blocks(xp, x2.shape[0], C, _BLOCK), x2.size)
         if rec:
             self.x, self.mu, self.rstd, self.w = x2, mu, rstd, w
         return y.reshape(x.shape)
@@ -90,7 +90,7 @@ class LayerNorm(Function):
             return ((dyb * xh).sum(axis=0) if need_w else None,  # 3. this block's part of dw
                     dyb.sum(axis=0) if need_b else None)  # 3. and of db
 
-        parts = parallel.run(rows, row_blocks(xp, dy2.shape[0], C, _BLOCK))
+        parts = parallel.run(rows, row_blocks(xp, dy2.shape[0], C, _BLOCK), dy2.size)
         dw = parallel.sum_in_order(p[0] for p in parts) if need_w else None  # (C,)
         db = parallel.sum_in_order(p[1] for p in parts) if need_b else None  # (C,)
         return (dx.reshape(dy.shape) if need_x else None), dw, db
