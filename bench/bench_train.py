@@ -14,9 +14,9 @@ but wpe), 12 L C T for attention's two T x T products over the full square (nano
 An eval forward counts a third of that. "of peak" divides achieved FLOP/s by the best FLOP/s of a
 2048^3 float32 NumPy matmul measured in the same run.
 
-Peak memory: each framework in a fresh process of its own (this script re-run with --memory-child)
-builds the model, resets the kernel's peak-RSS mark (/proc/self/clear_refs; else it takes ru_maxrss),
-runs 3 training steps, and reports peak RSS minus the RSS after building the model.
+Peak memory: each framework in a fresh process of its own (bench/peak_memory.py) builds the model,
+resets the kernel's peak-RSS mark (/proc/self/clear_refs; else it takes ru_maxrss), runs 3 training
+steps, and reports peak RSS minus the RSS after building the model.
 
     python bench/bench_train.py                       # small and baby (~4 min on 2 idle cores)
     python bench/bench_train.py --config small --steps 20 --threads 2
@@ -30,10 +30,8 @@ builds) should be unset for this command alone; the header prints the BLAS kerne
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
-import subprocess
 import sys
 import time
 
@@ -42,7 +40,8 @@ sys.path.insert(0, ROOT)
 
 import numpy as np  # noqa: E402
 
-from npgpt import GPT, GPTConfig  # noqa: E402
+from bench.peak_memory import memory_rows  # noqa: E402
+from npgpt import GPT, GPTConfig, parallel  # noqa: E402
 from npgpt.optim import clip_grad_norm, configure_optimizer  # noqa: E402
 from npgpt.tensor import no_grad  # noqa: E402
 
@@ -54,62 +53,35 @@ CONFIGS = {
 }
 VOCAB = 65
 HYPER = dict(lr=1e-3, weight_decay=0.1, betas=(0.9, 0.99))
-MEMORY_STEPS = 3
 
 
 # --- threads ----------------------------------------------------------------------------------
-def _openblas():
-    """NumPy's OpenBLAS as a ctypes library, or None (threadpoolctl is used instead when present)."""
+def blas_info() -> str:
+    """Which BLAS kernel NumPy runs (OpenBLAS's corename) and its default thread count."""
     import ctypes  # noqa: PLC0415
     import glob  # noqa: PLC0415
 
-    here = os.path.dirname(np.__file__)
-    for lib in glob.glob(os.path.join(here, "..", "numpy.libs", "*openblas*")) + glob.glob(
-            os.path.join(here, "..", "scipy_openblas*", "lib", "*.so*")):
-        try:
-            return ctypes.CDLL(lib)
-        except OSError:
-            continue
-    return None
-
-
-_LIB = _openblas()
-
-
-def _sym(*names):
-    for n in names:
-        if _LIB is not None and hasattr(_LIB, n):
-            return getattr(_LIB, n)
-    return None
-
-
-def blas_info() -> str:
-    """Which BLAS NumPy runs, its kernel (corename) and thread count."""
-    core = _sym("scipy_openblas_get_corename64_", "openblas_get_corename64_", "openblas_get_corename")
-    nth = _sym("scipy_openblas_get_num_threads64_", "openblas_get_num_threads64_", "openblas_get_num_threads")
-    if core is None:
-        return f"NumPy {np.__version__}, BLAS kernel unknown"
-    import ctypes  # noqa: PLC0415
-
-    core.restype = ctypes.c_char_p
+    core = "unknown"
+    for lib in glob.glob(os.path.join(os.path.dirname(np.__file__), "..", "numpy.libs", "*openblas*")):
+        dll = ctypes.CDLL(lib)
+        fn = next((getattr(dll, n) for n in ("scipy_openblas_get_corename64_", "openblas_get_corename")
+                   if hasattr(dll, n)), None)
+        if fn is not None:
+            fn.restype = ctypes.c_char_p
+            core = fn().decode()
     env = {k: os.environ[k] for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE") if k in os.environ}
-    return f"NumPy {np.__version__}, OpenBLAS kernel {core().decode()}, {nth()} threads by default, env {env or 'clean'}"
+    return (f"NumPy {np.__version__}, OpenBLAS kernel {core}, {parallel.blas_threads()} threads by default, "
+            f"env {env or 'clean'}")
 
 
 def set_threads(n: int | None) -> None:
-    """n threads for NumPy's BLAS, torch's intra-op pool (when torch is loaded) and npgpt's pool."""
+    """n threads for NumPy's BLAS, npgpt's pool and (when loaded) torch's intra-op pool."""
     if n is None:
         return
-    setter = _sym("scipy_openblas_set_num_threads64_", "openblas_set_num_threads64_", "openblas_set_num_threads")
-    if setter is not None:
-        setter(n)
+    parallel.set_blas_threads(n)
+    parallel.set_num_threads(n)
     if "torch" in sys.modules:
         sys.modules["torch"].set_num_threads(n)
-    try:
-        from npgpt import parallel  # noqa: PLC0415
-    except ImportError:
-        return
-    parallel.set_num_threads(n)
 
 
 def parse(argv=None):
@@ -122,7 +94,6 @@ def parse(argv=None):
     ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     ap.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
     ap.add_argument("--profile", action="store_true", help="cProfile one npgpt train step and eval forward per config")
-    ap.add_argument("--memory-child", choices=("npgpt", "torch"), help=argparse.SUPPRESS)
     return ap.parse_args(argv)
 
 
@@ -284,60 +255,8 @@ def profile(name: str, np_fns) -> None:
         pstats.Stats(pr).sort_stats("tottime").print_stats(20)
 
 
-# --- peak memory, one fresh process per framework ---------------------------------------------
-def _rss_kib(field: str) -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise RuntimeError(f"no {field} in /proc/self/status")
-
-
-def memory_child(args) -> None:
-    """Build one framework's model, then print peak RSS growth (KiB) over MEMORY_STEPS train steps."""
-    import resource  # noqa: PLC0415
-
-    spec = CONFIGS[args.config]
-    cfg = gpt_config(spec, args.activation)
-    data = batches(spec)
-    set_threads(max(int(t) for t in args.threads.split(",")))
-    model, *fns = npgpt_runner(cfg, data, "cpu")
-    if args.memory_child == "torch":
-        weights = {k: v.copy() for k, v in model.state_dict().items()}
-        del model, fns
-        _, *fns = torch_runner(cfg, data, "cpu", weights)
-        del weights
-    base = _rss_kib("VmRSS")
-    try:  # "5" resets the peak RSS mark (VmHWM) to the current RSS
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        how = "VmHWM after clear_refs"
-    except OSError:
-        how = "ru_maxrss"
-    for i in range(MEMORY_STEPS):
-        fns[0](i)
-    peak = _rss_kib("VmHWM") if how != "ru_maxrss" else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(json.dumps({"framework": args.memory_child, "peak_growth_kib": peak - base, "base_kib": base, "how": how}))
-
-
-def memory_rows(name: str, args) -> list[str]:
-    out = {}
-    for fw in ("npgpt", "torch"):
-        cmd = [sys.executable, os.path.abspath(__file__), "--memory-child", fw, "--config", name,
-               "--threads", args.threads, "--activation", args.activation]
-        res = subprocess.run(cmd, capture_output=True, text=True, check=True)
-        out[fw] = json.loads(res.stdout.strip().splitlines()[-1])
-    mib = {fw: out[fw]["peak_growth_kib"] / 1024 for fw in out}
-    return [f"  peak memory over {MEMORY_STEPS} train steps (peak RSS - RSS after building, own process, "
-            f"{out['npgpt']['how']}): npgpt {mib['npgpt']:.0f} MiB, torch {mib['torch']:.0f} MiB, "
-            f"npgpt/torch {mib['npgpt'] / mib['torch']:.2f}"]
-
-
 def main(argv=None) -> int:
     args = parse(argv)
-    if args.memory_child:
-        memory_child(args)
-        return 0
     names = list(CONFIGS) if args.config == "all" else [args.config]
     threads = [int(t) for t in args.threads.split(",")] if args.device == "cpu" else [None]
     lines = []
@@ -351,7 +270,7 @@ def main(argv=None) -> int:
     for name in names:
         rows = bench_config(name, CONFIGS[name], args, threads, peak)
         if args.device == "cpu" and not args.no_memory:
-            rows += memory_rows(name, args)
+            rows += memory_rows(name, args.threads, args.activation)
             print(rows[-1], flush=True)
         lines += rows
     lines.append(f"load average at the end {os.getloadavg()[0]:.2f}")
