@@ -156,12 +156,14 @@ def _blas_on_one_thread():
 MIN_WORK = 1 << 18  # elements per thread below which a run stays on the calling thread
 
 
-def run(fn, blocks, size: int | None = None) -> list:
+def run(fn, blocks, size: int | None = None, blas: bool = False) -> list:
     """[fn(i0, i1) for (i0, i1) in blocks], run on the pool's threads; results in block order.
 
     `size` (elements touched in all) caps the threads at one per MIN_WORK elements: below that
     the hand-off costs more than it saves, and on a busy machine a worker that is not scheduled
-    in time holds the whole run up, so small problems stay on the calling thread.
+    in time holds the whole run up, so small problems stay on the calling thread. `blas=True`
+    says the blocks call the BLAS (small matmuls): it is then held to one thread for the run;
+    blocks that do not call it leave its setting alone.
 
     Workers take the next block from a shared counter, so a core slowed by other work simply does
     fewer blocks. Each block's result lands in its own slot: the order of the results never depends
@@ -173,8 +175,9 @@ def run(fn, blocks, size: int | None = None) -> list:
         n = min(n, max(1, size // MIN_WORK))
     if getattr(_local, "inside", False):
         return [fn(i0, i1) for i0, i1 in blocks]
+    hold = _blas_on_one_thread if blas else contextlib.nullcontext
     if n <= 1:
-        with _blas_on_one_thread():  # a block's matmuls are small: one BLAS thread wastes nothing
+        with hold():  # a block's matmuls are small: one BLAS thread wastes nothing
             return [fn(i0, i1) for i0, i1 in blocks]
     results = [None] * len(blocks)
     counter = itertools.count()
@@ -190,7 +193,7 @@ def run(fn, blocks, size: int | None = None) -> list:
             _local.inside = False
 
     pool = _executor(n - 1)
-    with _blas_on_one_thread():
+    with hold():
         futures = [pool.submit(work) for _ in range(n - 1)]
         try:
             work()  # the calling thread takes blocks too

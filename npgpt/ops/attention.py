@@ -94,7 +94,7 @@ class Attention(Function):
                     att *= self.inv_keep_prob
                 _matmul_into(xp, att, v[b0:b1, :, :r1], y[b0:b1, r0:r1].transpose(0, 2, 1, 3))  # 6., 7. into y's layout
 
-        parallel.run(sequences, row_blocks(xp, B, NH * T * T, _BLOCK), B * NH * T * T)
+        parallel.run(sequences, row_blocks(xp, B, NH * T * T, _BLOCK), B * NH * T * T, blas=True)
         if rec:
             self.q, self.k, self.v, self.m, self.r, self.keep = q, k, v, m, r, keep
         return y.reshape(B, T, C)  # 7. (B, T, C)
@@ -127,7 +127,7 @@ class Attention(Function):
                 _matmul_into(xp, dP, _scaled(xp, kc, scale), out[0][:, :, r0:r1])  # 2. dq = dS @ (s k)
                 out[1][:, :, :r1] += dP.swapaxes(-1, -2) @ _scaled(xp, qc, scale)  # 2. dk += dS^T @ (s q)
 
-        parallel.run(sequences, row_blocks(xp, B, NH * T * T, _BLOCK), B * NH * T * T)
+        parallel.run(sequences, row_blocks(xp, B, NH * T * T, _BLOCK), B * NH * T * T, blas=True)
         return (dqkv.reshape(B, T, 3 * NH * HS),)  # (B, T, 3C)
 
 
