@@ -13,7 +13,7 @@ $(VENV)/.base: pyproject.toml
 
 # The test extras pin torch==2.13.0: its CPU build installs from the machine's disk.
 $(VENV)/.test: $(VENV)/.base pyproject.toml
-	$(PIP) install -q -e '.[train,test]'
+	$(PIP) install -q -e '.[train,test,dist]'
 	touch $@
 
 train: $(VENV)/.base
