@@ -22,6 +22,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 import traceback
 
 import numpy as np
@@ -110,9 +111,13 @@ class MPIWorld(World):
         self.comm.Barrier()
 
     def abort(self, code):
+        """End every rank with exit status `code`. This rank's last words go first: mpiexec stops
+        forwarding output once it tears the job down, so they get a moment to reach it."""
         sys.stdout.flush()
         sys.stderr.flush()
+        time.sleep(0.5)
         self.comm.Abort(code)
+        os._exit(code)  # Abort can return before mpiexec's kill arrives: say nothing more
 
 
 _world: World | None = None
@@ -213,15 +218,15 @@ def check_same(world: World, what: dict) -> None:
     every = world.allgather(what)
     problems = []
     for key, mine in every[0].items():
-        others = [r for r in range(world.size) if every[r].get(key) != mine]
+        others = [r for r in range(1, world.size) if every[r].get(key) != mine]
         if not others:
             continue
-        if isinstance(mine, dict):
-            keys = sorted(k for r in others for k in set(mine) | set(every[r]) if mine.get(k) != every[r].get(k))
-            detail = "; ".join(f"{k}: rank 0 has {mine.get(k)!r}, rank {r} has {every[r].get(k)!r}"
-                               for k in dict.fromkeys(keys) for r in others[:1])
+        r, theirs = others[0], every[others[0]].get(key)
+        if isinstance(mine, dict) and isinstance(theirs, dict):
+            detail = "; ".join(f"{k}: rank 0 has {mine.get(k)!r}, rank {r} has {theirs.get(k)!r}"
+                               for k in sorted(set(mine) | set(theirs)) if mine.get(k) != theirs.get(k))
         else:
-            detail = f"rank 0 has {str(mine)[:16]}, rank {others[0]} has {str(every[others[0]].get(key))[:16]}"
+            detail = f"rank 0 has {str(mine)[:12]}..., rank {r} has {str(theirs)[:12]}..."
         problems.append(f"the {key} differs on rank(s) {', '.join(map(str, others))} ({detail})")
     if problems:
         raise ValueError(f"the {world.size} ranks disagree and would train different models: " + "; ".join(problems)
@@ -284,4 +289,4 @@ def guard(w: World, fn) -> int:
         print(f"npgpt: rank {w.rank} of {w.size} failed: {type(e).__name__}: {e}", file=sys.stderr)
         traceback.print_exc()
         w.abort(e.code if isinstance(e, SystemExit) and isinstance(e.code, int) and e.code else 1)
-        raise
+        raise  # one process (World.abort raised SystemExit already)
