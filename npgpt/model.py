@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import functional as F
-from .backend import get_xp, resolve_device, resolve_dtype, rng, to_device
+from .backend import get_xp, resolve_device, resolve_dtype, rng, to_device, to_numpy
 from .nn import Block, Embedding, LayerNorm, Module, ModuleList, Parameter
 from .tensor import Tensor
 
@@ -100,14 +100,14 @@ class GPT(Module):
         object.__setattr__(self, "device", resolve_device(device))
         c, dt, dev = config, self.dtype, self.device
         t = Module()
-        t.wte = Embedding(c.vocab_size, c.n_embd, dt, dev)
+        t.wte = Embedding(c.vocab_size, c.n_embd, dt, dev, init=False)  # every layer filled by _init_weights
         if c.pos_encoding == "learned":
-            t.wpe = Embedding(c.block_size, c.n_embd, dt, dev)
+            t.wpe = Embedding(c.block_size, c.n_embd, dt, dev, init=False)
         t.h = ModuleList(
-            Block(c.n_embd, c.n_head, c.bias, c.dropout, ACTIVATIONS[c.activation], c.ln_eps, dt, dev)
+            Block(c.n_embd, c.n_head, c.bias, c.dropout, ACTIVATIONS[c.activation], c.ln_eps, dt, dev, init=False)
             for _ in range(c.n_layer)
         )
-        t.ln_f = LayerNorm(c.n_embd, c.bias, c.ln_eps, dt, dev)
+        t.ln_f = LayerNorm(c.n_embd, c.bias, c.ln_eps, dt, dev, init=False)
         self.transformer = t
         if not c.tie_embeddings:
             self.lm_head = Module()
@@ -148,8 +148,8 @@ class GPT(Module):
         object.__setattr__(self, "_dropout_generator", g)
 
     # --- forward ----------------------------------------------------------------------------
-    def _check_ids(self, a, what: str, allow_ignore: bool = False):
-        """a (B, T) integer array on the model's device; raise a clear error otherwise."""
+    def _as_ids(self, a, what: str):
+        """a as a (B, T) integer array on the model's device, its shape checked (no look at the values)."""
         a = a.data if isinstance(a, Tensor) else a
         if not hasattr(a, "dtype"):
             a = np.asarray(a)
@@ -162,17 +162,28 @@ class GPT(Module):
             raise ValueError(f"{what} must have B >= 1 and T >= 1, got shape {tuple(a.shape)}")
         if T > self.config.block_size:
             raise ValueError(f"{what} has length T={T}, longer than block_size={self.config.block_size}")
-        xp = get_xp(a)
-        lo, hi = int(xp.min(a)), int(xp.max(a))
-        V = self.config.vocab_size
-        if allow_ignore:
-            bad = (a != -100) & ((a < 0) | (a >= V))
-            if bool(xp.any(bad)):
-                raise IndexError(f"{what} holds ids outside [0, vocab_size={V}) other than ignore_index -100 "
-                                 f"(min {lo}, max {hi})")
-        elif lo < 0 or hi >= V:
-            raise IndexError(f"{what} holds ids outside [0, vocab_size={V}): min {lo}, max {hi}")
         return to_device(a, self.device) if get_xp(a) is not self.xp else a
+
+    def _check_ids(self, idx, targets=None):
+        """(idx, targets) as (B, T) integer arrays on the model's device, every id in [0, vocab_size)
+        (targets may also hold the ignore index -100). The values are checked with one host round
+        trip per forward, for both arrays together; the ops then skip their own checks."""
+        idx = self._as_ids(idx, "idx")
+        if targets is not None:
+            targets = self._as_ids(targets, "targets")
+            if tuple(targets.shape) != tuple(idx.shape):
+                raise ValueError(f"targets must have idx's shape {tuple(idx.shape)}, got {tuple(targets.shape)}")
+        xp, V = get_xp(idx), self.config.vocab_size
+        bad = [xp.any((idx < 0) | (idx >= V))]
+        if targets is not None:
+            bad.append(xp.any((targets != -100) & ((targets < 0) | (targets >= V))))
+        bad_idx, *bad_targets = (bool(b) for b in to_numpy(xp.stack(bad)))
+        for what, a, is_bad, extra in (("idx", idx, bad_idx, ""), ("targets", targets, any(bad_targets),
+                                                                    " other than ignore_index -100")):
+            if is_bad:
+                raise IndexError(f"{what} holds ids outside [0, vocab_size={V}){extra} "
+                                 f"(min {int(xp.min(a))}, max {int(xp.max(a))})")
+        return idx, targets
 
     @property
     def xp(self):
@@ -180,14 +191,10 @@ class GPT(Module):
 
     def forward(self, idx, targets=None):
         """idx (B, T) integer ids -> (logits (B, T, V), mean cross-entropy over targets or None)."""
-        idx = self._check_ids(idx, "idx")
+        idx, targets = self._check_ids(idx, targets)
         B, T = idx.shape
-        if targets is not None:
-            targets = self._check_ids(targets, "targets", allow_ignore=True)
-            if tuple(targets.shape) != (B, T):
-                raise ValueError(f"targets must have idx's shape {(B, T)}, got {tuple(targets.shape)}")
         c, tr, gen = self.config, self.transformer, self._dropout_generator
-        x = tr.wte(idx)  # (B, T, C)
+        x = tr.wte(idx, check_ids=False)  # (B, T, C)
         if c.pos_encoding == "learned":
             x = x + F.position_embedding(T, tr.wpe.weight)  # (T, C) broadcast over B
         else:
@@ -201,5 +208,5 @@ class GPT(Module):
         logits = F.linear(x, F.transpose(head, (1, 0)))  # (B, T, V)
         loss = None
         if targets is not None:
-            loss = F.cross_entropy(F.reshape(logits, (B * T, c.vocab_size)), targets.reshape(B * T))
+            loss = F.cross_entropy(F.reshape(logits, (B * T, c.vocab_size)), targets.reshape(B * T), check_targets=False)
         return logits, loss

@@ -5,6 +5,12 @@ order of assignment, so `named_parameters()` yields GPT-2's dotted names (`h.0.a
 in a fixed order. Layers hold parameters and call npgpt.functional; the math lives in the ops.
 
 Layouts follow GPT-2's checkpoint: Linear.weight is stored (in, out) and used as x @ W.
+
+A layer built on its own is initialised as GPT initialises its layers: weights N(0, 0.02), biases 0,
+layernorm weights 1, drawn in float64 on the CPU from `generator` (a seeded NumPy Generator; a fresh
+unseeded one when None), then cast to `dtype` (float32 by default, like GPT) and moved to `device`
+(None: $NPGPT_DEVICE, else cpu). `init=False` leaves zeros for a caller that fills every parameter
+itself, as GPT does (its residual projections get a smaller std) and as loading weights does.
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ from collections import OrderedDict
 import numpy as np
 
 from . import functional as F
-from .backend import device_of, to_device, to_numpy
+from .backend import device_of, resolve_device, resolve_dtype, rng, to_device, to_numpy
 from .tensor import Tensor
 
 
@@ -150,9 +156,24 @@ class ModuleList(Module):
         return list(self._modules.values())[i]
 
 
-def _empty(shape, dtype, device):
-    """A zero array of the parameter's shape; the model fills every parameter from its generator."""
-    return to_device(np.zeros(shape, dtype=dtype), device)
+INIT_STD = 0.02  # GPT-2's standard deviation for weights and embeddings
+
+
+def _param(shape, fill: str, dtype, device, generator, init: bool) -> Parameter:
+    """A Parameter of `shape`: fill 'normal' draws N(0, INIT_STD) from generator, 'zeros' and 'ones'
+    are constants; all zeros when not `init` (the caller fills it)."""
+    if not init or fill == "zeros":
+        value = np.zeros(shape)
+    elif fill == "ones":
+        value = np.ones(shape)
+    else:
+        value = (generator if generator is not None else rng(None)).normal(0.0, INIT_STD, size=shape)
+    return Parameter(to_device(value.astype(resolve_dtype(dtype)), resolve_device(device)))
+
+
+def _generator(generator):
+    """One generator for all of a composite layer's parts (so no two parts draw the same numbers)."""
+    return generator if generator is not None else rng(None)
 
 
 def _dropout(x, p: float, training: bool, generator):
@@ -165,10 +186,11 @@ def _dropout(x, p: float, training: bool, generator):
 class Linear(Module):
     """y = x @ weight + bias, weight stored (in, out) as GPT-2's Conv1D."""
 
-    def __init__(self, n_in: int, n_out: int, bias: bool = True, dtype="float64", device="cpu"):
+    def __init__(self, n_in: int, n_out: int, bias: bool = True, dtype="float32", device=None,
+                 generator=None, init: bool = True):
         super().__init__()
-        self.weight = Parameter(_empty((n_in, n_out), dtype, device))
-        self.bias = Parameter(_empty((n_out,), dtype, device)) if bias else None
+        self.weight = _param((n_in, n_out), "normal", dtype, device, generator, init)
+        self.bias = _param((n_out,), "zeros", dtype, device, generator, init) if bias else None
 
     def forward(self, x):
         return F.linear(x, self.weight, self.bias)
@@ -177,22 +199,23 @@ class Linear(Module):
 class Embedding(Module):
     """y[b, t] = weight[ids[b, t]];  weight (num, dim)."""
 
-    def __init__(self, num: int, dim: int, dtype="float64", device="cpu"):
+    def __init__(self, num: int, dim: int, dtype="float32", device=None, generator=None, init: bool = True):
         super().__init__()
-        self.weight = Parameter(_empty((num, dim), dtype, device))
+        self.weight = _param((num, dim), "normal", dtype, device, generator, init)
 
-    def forward(self, ids):
-        return F.embedding(ids, self.weight)
+    def forward(self, ids, check_ids: bool = True):
+        return F.embedding(ids, self.weight, check_ids=check_ids)
 
 
 class LayerNorm(Module):
     """Layer normalisation over the last axis, with a weight and (unless bias=False) a bias."""
 
-    def __init__(self, dim: int, bias: bool = True, eps: float = 1e-5, dtype="float64", device="cpu"):
+    def __init__(self, dim: int, bias: bool = True, eps: float = 1e-5, dtype="float32", device=None,
+                 init: bool = True):
         super().__init__()
         self.eps = eps
-        self.weight = Parameter(_empty((dim,), dtype, device))
-        self.bias = Parameter(_empty((dim,), dtype, device)) if bias else None
+        self.weight = _param((dim,), "ones", dtype, device, None, init)
+        self.bias = _param((dim,), "zeros", dtype, device, None, init) if bias else None
 
     def forward(self, x):
         return F.layer_norm(x, self.weight, self.bias, eps=self.eps)
@@ -202,12 +225,13 @@ class MLP(Module):
     """c_proj(gelu(c_fc(x))), then residual dropout (as nanoGPT). c_fc (C, 4C), c_proj (4C, C)."""
 
     def __init__(self, dim: int, bias: bool = True, approximate: str = "tanh", dropout: float = 0.0,
-                 dtype="float64", device="cpu"):
+                 dtype="float32", device=None, generator=None, init: bool = True):
         super().__init__()
         self.approximate = approximate
         self.p = dropout
-        self.c_fc = Linear(dim, 4 * dim, bias, dtype, device)
-        self.c_proj = Linear(4 * dim, dim, bias, dtype, device)
+        g = _generator(generator) if init else None
+        self.c_fc = Linear(dim, 4 * dim, bias, dtype, device, g, init)
+        self.c_proj = Linear(4 * dim, dim, bias, dtype, device, g, init)
 
     def forward(self, x, generator=None):
         y = F.mlp(x, self.c_fc.weight, self.c_fc.bias, self.c_proj.weight, self.c_proj.bias,
@@ -223,14 +247,15 @@ class CausalSelfAttention(Module):
     """
 
     def __init__(self, dim: int, n_head: int, bias: bool = True, dropout: float = 0.0,
-                 dtype="float64", device="cpu"):
+                 dtype="float32", device=None, generator=None, init: bool = True):
         super().__init__()
         if dim % n_head:
             raise ValueError(f"n_embd={dim} is not divisible by n_head={n_head}")
         self.n_head = n_head
         self.p = dropout
-        self.c_attn = Linear(dim, 3 * dim, bias, dtype, device)
-        self.c_proj = Linear(dim, dim, bias, dtype, device)
+        g = _generator(generator) if init else None
+        self.c_attn = Linear(dim, 3 * dim, bias, dtype, device, g, init)
+        self.c_proj = Linear(dim, dim, bias, dtype, device, g, init)
 
     def forward(self, x, generator=None):
         qkv = self.c_attn(x)  # (B, T, 3C)
@@ -243,12 +268,14 @@ class Block(Module):
     """Pre-norm transformer block: x + attn(ln_1(x)), then x + mlp(ln_2(x))."""
 
     def __init__(self, dim: int, n_head: int, bias: bool = True, dropout: float = 0.0,
-                 approximate: str = "tanh", eps: float = 1e-5, dtype="float64", device="cpu"):
+                 approximate: str = "tanh", eps: float = 1e-5, dtype="float32", device=None,
+                 generator=None, init: bool = True):
         super().__init__()
-        self.ln_1 = LayerNorm(dim, bias, eps, dtype, device)
-        self.attn = CausalSelfAttention(dim, n_head, bias, dropout, dtype, device)
-        self.ln_2 = LayerNorm(dim, bias, eps, dtype, device)
-        self.mlp = MLP(dim, bias, approximate, dropout, dtype, device)
+        g = _generator(generator) if init else None
+        self.ln_1 = LayerNorm(dim, bias, eps, dtype, device, init)
+        self.attn = CausalSelfAttention(dim, n_head, bias, dropout, dtype, device, g, init)
+        self.ln_2 = LayerNorm(dim, bias, eps, dtype, device, init)
+        self.mlp = MLP(dim, bias, approximate, dropout, dtype, device, g, init)
 
     def forward(self, x, generator=None):
         x = x + self.attn(self.ln_1(x), generator=generator)

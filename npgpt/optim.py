@@ -209,24 +209,28 @@ class SGD(Optimizer):
                 p.data -= lr * grad
 
 
-def clip_grad_norm(params, max_norm: float) -> float:
+def clip_grad_norm(params, max_norm: float):
     """Scale gradients in place so their global 2-norm is at most max_norm; return the norm before.
 
         total = sqrt(sum over params of ||g||^2)   (the 2-norm of the per-parameter norms)
-        coef  = min(max_norm / (total + 1e-6), 1);   g = g * coef   when coef < 1
-    as torch.nn.utils.clip_grad_norm_.
+        coef  = min(max_norm / (total + 1e-6), 1);   g = g * coef
+    as torch.nn.utils.clip_grad_norm_ (multiplying by a coef of exactly 1 changes no bit). Everything
+    stays on the gradients' device: the norm comes back as a 0-d float64 array there (float(...)
+    reads it, which on a GPU waits for it), so clipping costs no host round trip.
     """
     if not max_norm > 0:
         raise ValueError(f"clip_grad_norm: max_norm must be > 0, got {max_norm!r}")
     grads = [p.grad for p in params if p.grad is not None]
     if not grads:
         return 0.0
-    norms = [math.sqrt(float((g * g).sum())) for g in grads]
-    total = math.sqrt(math.fsum(n * n for n in norms)) if len(norms) > 1 else norms[0]
-    coef = max_norm / (total + 1e-6)
-    if coef < 1.0:
+    xp = get_xp(grads[0])
+    sq = xp.stack([(g * g).sum() for g in grads]).astype(xp.float64)  # (n,) squared norms, each in g's dtype
+    norms = xp.sqrt(sq)
+    total = xp.sqrt((norms * norms).sum())  # ()
+    if not math.isinf(max_norm):
+        coef = xp.minimum(max_norm / (total + 1e-6), 1.0)  # ()
         for g in grads:
-            g *= coef
+            g *= coef.astype(g.dtype)
     return total
 
 

@@ -85,9 +85,11 @@ class TrainConfig:
     # system
     seed: int = _h("seed for weights, batches and dropout", 1337)
     dtype: str = _h("'float32' or 'float64'", "float32")
-    device: str = _h("'cpu' or 'cuda' (CuPy); the default is $NPGPT_DEVICE, else cpu", default_device())
+    device: str | None = _h("'cpu' or 'cuda' (CuPy); none: $NPGPT_DEVICE when the config is made, else cpu", None)
 
     def __post_init__(self):
+        if self.device is None:
+            object.__setattr__(self, "device", default_device())
         for name in ("eval_interval", "eval_iters", "log_interval", "batch_size", "block_size", "grad_accum"):
             if getattr(self, name) < 1:
                 raise ValueError(f"TrainConfig.{name} must be >= 1, got {getattr(self, name)}")

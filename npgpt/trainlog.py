@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 import time
 
 from .fileio import atomic_file
@@ -42,14 +43,21 @@ def _fmt_seconds(s: float) -> str:
     return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
 
 
-class Progress:
-    """A tqdm bar over the steps (loss, lr, tokens/s, and tqdm's time left), or plain lines."""
+def _interactive() -> bool:
+    """True when both stdout and stderr are terminals: a bar's carriage returns are for a person
+    watching, while a log file or CI gets plain lines."""
+    return all(getattr(s, "isatty", lambda: False)() for s in (sys.stdout, sys.stderr))
 
-    def __init__(self, start: int, total: int, enabled: bool, log=print):
+
+class Progress:
+    """A tqdm bar over the steps (loss, lr, tokens/s, and tqdm's time left), or plain lines when
+    tqdm is missing, the bar is turned off, or the output is not a terminal."""
+
+    def __init__(self, start: int, total: int, enabled: bool, log=print, interactive: bool | None = None):
         self.start, self.total, self.log = start, total, log
         self.t0 = time.perf_counter()
         self.bar = None
-        if enabled:
+        if enabled and (interactive if interactive is not None else _interactive()):
             try:
                 from tqdm.auto import tqdm  # noqa: PLC0415 - optional dependency
             except ImportError:

@@ -200,7 +200,7 @@ def test_dropout_modes_and_seeds():
 
 def test_residual_dropout_rate_and_scale():
     p = 0.3
-    mlp = MLP(16, dropout=p)
+    mlp = MLP(16, dropout=p, dtype="float64")
     g = np.random.default_rng(0)
     for prm in mlp.parameters():
         prm.data[...] = g.normal(0, 0.5, prm.shape)
@@ -214,8 +214,10 @@ def test_residual_dropout_rate_and_scale():
     assert abs(dropped.mean() - p) < 5 * np.sqrt(p * (1 - p) / n), f"drop rate {dropped.mean():.4f}, expected {p}"
     np.testing.assert_allclose(y[~dropped], y_eval[~dropped] / (1 - p), rtol=1e-12)
     mlp.p = 0.0
-    assert mlp(x, generator=np.random.default_rng(1)).data is not None
-    assert np.array_equal(mlp(x).data, y_eval), "p = 0 in training mode is the identity"
+    g = np.random.default_rng(1)
+    state = g.bit_generator.state
+    assert np.array_equal(mlp(x, generator=g).data, y_eval), "p = 0 in training mode is the identity"
+    assert g.bit_generator.state == state, "p = 0 draws no mask"
 
 
 @pytest.mark.parametrize("kw, field", [
@@ -291,3 +293,35 @@ def test_config_numpy_integers_become_plain_ints():
     cfg = GPTConfig(vocab_size=np.int64(7), block_size=np.int32(4), n_layer=1, n_head=1, n_embd=np.int64(4))
     assert all(type(getattr(cfg, n)) is int for n in ("vocab_size", "block_size", "n_embd"))
     assert json.loads(json.dumps(cfg.to_dict()))["vocab_size"] == 7
+
+
+def test_a_forward_checks_ids_and_targets_with_one_host_round_trip(monkeypatch):
+    """On a GPU every look at a value waits for the device: GPT.forward checks idx and targets
+    together in one transfer, and tells the embedding and cross-entropy ops to skip their own checks."""
+    import npgpt.functional as F
+    import npgpt.model as model_module
+    import npgpt.ops.embedding as emb_module
+
+    m = GPT(GPTConfig(vocab_size=11, block_size=8, n_layer=1, n_head=1, n_embd=4), dtype="float64")
+    transfers, checks = [], []
+    real_to_numpy, real_emb, real_ce = model_module.to_numpy, emb_module.Embedding.forward, F.cross_entropy
+    monkeypatch.setattr(model_module, "to_numpy", lambda a: transfers.append(1) or real_to_numpy(a))
+
+    def emb_forward(self, ids, w, check_ids=True):
+        checks.append(("embedding", check_ids))
+        return real_emb(self, ids, w, check_ids=check_ids)
+
+    def cross_entropy(logits, targets, ignore_index=-100, check_targets=True):
+        checks.append(("cross_entropy", check_targets))
+        return real_ce(logits, targets, ignore_index, check_targets)
+
+    monkeypatch.setattr(emb_module.Embedding, "forward", emb_forward)
+    monkeypatch.setattr(F, "cross_entropy", cross_entropy)
+    idx = np.arange(16).reshape(2, 8) % 11
+    m(idx, idx)
+    assert len(transfers) == 1
+    assert sorted(checks) == [("cross_entropy", False), ("embedding", False), ("embedding", False)]  # wte, wpe
+    with pytest.raises(IndexError, match=r"targets holds ids outside \[0, vocab_size=11\) other than ignore_index"):
+        m(idx, idx + 5)
+    with pytest.raises(IndexError, match=r"idx holds ids outside \[0, vocab_size=11\)"):
+        m(idx - 1)

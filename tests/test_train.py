@@ -217,15 +217,19 @@ def test_bad_config_values():
 
 
 def test_device_default_comes_from_the_environment(monkeypatch):
-    from npgpt.backend import default_device
+    """TrainConfig and GPT read $NPGPT_DEVICE when they are made (npgpt was imported long before)."""
     from npgpt.model import GPTConfig
 
+    monkeypatch.setenv("NPGPT_DEVICE", "cuda")
+    assert TrainConfig().device == "cuda"
+    assert TrainConfig(device="cpu").device == "cpu", "an explicit device wins"
     monkeypatch.setenv("NPGPT_DEVICE", "nonsense")
-    assert default_device() == "nonsense"
+    with pytest.raises(ValueError, match="device one of"):
+        TrainConfig()
     with pytest.raises(ValueError, match="unknown device 'nonsense'"):
         GPT(GPTConfig(vocab_size=5, block_size=4, n_layer=1, n_head=1, n_embd=4))  # device=None reads it
     monkeypatch.delenv("NPGPT_DEVICE")
-    assert default_device() == "cpu"
+    assert TrainConfig().device == "cpu"
 
 
 def test_resume_without_checkpoint(tmp_path, data_dir):
@@ -242,9 +246,24 @@ def test_plot_and_fallbacks(tmp_path, data_dir, monkeypatch):
     os.unlink(png)
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # as if not installed
     monkeypatch.setitem(sys.modules, "tqdm.auto", None)
+    monkeypatch.setattr("npgpt.trainlog._interactive", lambda: True)  # as on a terminal, where a bar is wanted
     messages = []
     train(tiny(tmp_path, data_dir, "p", plot=True, progress=True, max_iters=4), log=messages.append)
     assert not os.path.exists(png)
     assert any("matplotlib is not installed" in m for m in messages)
     assert any("tqdm is not installed" in m for m in messages)
     assert any(m.startswith("step 4/4: loss") and "tok/s" in m and "left" in m for m in messages)
+
+
+def test_output_that_is_not_a_terminal_gets_plain_lines(tmp_path, data_dir, monkeypatch):
+    """Under pytest stdout is captured, as it is in a log file or CI: no tqdm bar, plain step lines."""
+    pytest.importorskip("tqdm")
+    import npgpt.trainlog as tl
+
+    assert not tl._interactive()
+    created = []
+    monkeypatch.setattr("tqdm.auto.tqdm", lambda *a, **k: created.append(1))
+    messages = []
+    train(tiny(tmp_path, data_dir, "plain", progress=True, max_iters=4), log=messages.append)
+    assert not created
+    assert any(m.startswith("step 4/4: loss") for m in messages)

@@ -22,14 +22,14 @@ class Embedding(Function):
               one contribution per repeated id; scatter_add keeps all. ids get no gradient.
     """
 
-    def forward(self, ids, w):
+    def forward(self, ids, w, check_ids=True):
         if ids.dtype.kind not in "iu":
             raise ValueError(f"embedding: ids must be integers, got dtype {ids.dtype} (shape {tuple(ids.shape)})")
         check_float("embedding", w)
         if w.ndim != 2:
             raise ValueError(f"embedding: the table must have shape (V, C), got {tuple(w.shape)}")
         V = w.shape[0]
-        if ids.size:
+        if check_ids and ids.size:
             bad = (ids < 0) | (ids >= V)
             if bool(bad.any()):  # never let NumPy's negative indexing wrap silently
                 first = int(ids.reshape(-1)[int(bad.reshape(-1).argmax())])
@@ -47,14 +47,17 @@ class Embedding(Function):
         return None, dw
 
 
-def embedding(ids, w):
-    """Rows of w (V, C) picked by integer ids of any shape -> (*ids.shape, C)."""
+def embedding(ids, w, check_ids: bool = True):
+    """Rows of w (V, C) picked by integer ids of any shape -> (*ids.shape, C).
+
+    `check_ids=False` skips the range check (a host round trip on the GPU) for ids known to be in
+    range: positions 0..T-1, or ids GPT.forward has checked."""
     if not isinstance(ids, Tensor):
         xp = get_xp(w.data if isinstance(w, Tensor) else w)
         ids = xp.asarray(ids)
         if ids.dtype.kind not in "iu":  # say it here, before it becomes a graph constant
             raise ValueError(f"embedding: ids must be integers, got dtype {ids.dtype} (shape {tuple(ids.shape)})")
-    return Embedding.apply(ids, w)
+    return Embedding.apply(ids, w, check_ids=bool(check_ids))
 
 
 def position_embedding(T: int, wpe):
@@ -66,7 +69,7 @@ def position_embedding(T: int, wpe):
         raise ValueError(f"position_embedding: the table must have shape (block_size, C), got {tuple(table.shape)}")
     if T > table.shape[0]:
         raise ValueError(f"position_embedding: sequence length T={T} exceeds the position table's {table.shape[0]} rows")
-    return embedding(get_xp(table).arange(T), wpe)
+    return embedding(get_xp(table).arange(T), wpe, check_ids=False)
 
 
 def sinusoidal_positions(T: int, C: int, dtype=None, like=None):

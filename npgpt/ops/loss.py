@@ -44,9 +44,9 @@ class CrossEntropy(Function):
         E = xp.exp(Z)
         sumexp = E.sum(axis=-1)  # (R,)
         logp = Z[rows, t] - xp.log(sumexp)  # 2., 3. (R,)
-        n_valid = int(valid.sum())
+        n_valid = valid.sum().astype(logits.dtype)  # () on the logits' device: no host round trip
         total = -(logp * valid).sum()
-        loss = total / n_valid if n_valid else xp.asarray(xp.nan, dtype=logits.dtype)  # 4.
+        loss = xp.where(n_valid > 0, total / xp.maximum(n_valid, 1), xp.nan)  # 4. NaN when no row counts (0 / 0)
 
         if self.recording:  # under no_grad P is never needed
             E /= sumexp[:, None]  # P (R, V), in place
@@ -58,14 +58,17 @@ class CrossEntropy(Function):
         P, t, valid = self.P, self.t, self.valid
         dX = P.copy()  # (R, V)
         dX[xp.arange(t.shape[0]), t] -= 1.0
-        dX *= (valid * (dloss / max(self.n_valid, 1)))[:, None].astype(dX.dtype, copy=False)  # 4.
+        dX *= (valid * (dloss / xp.maximum(self.n_valid, 1)))[:, None].astype(dX.dtype, copy=False)  # 4.
         return dX.reshape(self.shape), None
 
 
-def cross_entropy(logits, targets, ignore_index: int = -100):
+def cross_entropy(logits, targets, ignore_index: int = -100, check_targets: bool = True):
     """Mean cross-entropy of integer targets (...) under softmax(logits) (..., V), like PyTorch's
     F.cross_entropy on the flattened rows. Rows whose target is `ignore_index` are left out of the
-    mean; when every row is left out the loss is NaN (0 / 0), as in PyTorch."""
+    mean; when every row is left out the loss is NaN (0 / 0), as in PyTorch.
+
+    `check_targets=False` skips the range check (a host round trip on the GPU) for a caller that has
+    checked them already, as GPT.forward does once per forward for ids and targets together."""
     xp_l = logits.data if isinstance(logits, Tensor) else logits
     xp_t = targets.data if isinstance(targets, Tensor) else targets
     if not hasattr(xp_t, "dtype"):
@@ -81,8 +84,8 @@ def cross_entropy(logits, targets, ignore_index: int = -100):
             f"expected targets of shape {tuple(xp_l.shape[:-1])}"
         )
     V = xp_l.shape[-1]
-    bad = (xp_t != ignore_index) & ((xp_t < 0) | (xp_t >= V))
-    if bool(bad.any()):
+    bad = (xp_t != ignore_index) & ((xp_t < 0) | (xp_t >= V)) if check_targets else None
+    if bad is not None and bool(bad.any()):
         first = int(xp_t[bad].reshape(-1)[0])
         raise IndexError(f"cross_entropy: target {first} is out of range for V = {V} classes (ignore_index = {ignore_index})")
     if not isinstance(targets, Tensor):
