@@ -171,24 +171,24 @@ class GradientSum:
     def __call__(self, scalars) -> np.ndarray:
         """Sum the gradients and `scalars` (float64, e.g. this rank's loss) over the ranks; return
         the summed scalars."""
-        present = np.zeros(len(self.params) + len(scalars))  # float64: [has grad per param..., scalars...]
-        present[len(self.params):] = scalars
+        meta = np.zeros(len(self.params) + len(scalars))  # float64: [1 if p has a grad, per p..., scalars...]
+        meta[len(self.params):] = scalars
         for i, p in enumerate(self.params):
             part = self.buf[self.offsets[i]:self.offsets[i + 1]]
             if p.grad is None:
                 part[...] = 0
             else:
                 part[...] = to_numpy(p.grad).reshape(-1)
-                present[i] = 1.0
+                meta[i] = 1.0
         self.world.allreduce_sum(self.buf)
-        self.world.allreduce_sum(present)
+        self.world.allreduce_sum(meta)
         for i, p in enumerate(self.params):
-            if present[i] == 0:
+            if meta[i] == 0:
                 p.grad = None
                 continue
             part = self.buf[self.offsets[i]:self.offsets[i + 1]].reshape(p.data.shape)
             p.grad = part if isinstance(p.data, np.ndarray) else to_device(part, "cuda")
-        return present[len(self.params):]
+        return meta[len(self.params):]
 
 
 # --- refusing ranks that would silently diverge ---------------------------------------------------

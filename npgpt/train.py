@@ -36,7 +36,8 @@ from .data import TokenData
 from .model import GPT, GPTConfig
 from .optim import clip_grad_norm, configure_optimizer, cosine_lr
 from .trainlog import Progress, TrainLog, plot_losses, read_log  # noqa: F401 - read_log re-exported
-from .trainstep import NoLog, StopFlag, accumulate_gradients, dropout_draws, estimate_loss, refuse_mismatch  # noqa: F401
+from .trainstep import (NoLog, StopFlag, accumulate_gradients, check_replicas, dropout_draws,  # noqa: F401
+                        estimate_loss, refuse_mismatch)
 
 MODEL_FIELDS = ("n_layer", "n_head", "n_embd", "block_size", "bias", "pos_encoding", "activation", "tie_embeddings")
 
@@ -222,6 +223,7 @@ def train(cfg: TrainConfig, log=print) -> TrainResult:
     with StopFlag() as stop, progress, tlog:
         while True:
             if it % cfg.eval_interval == 0 or it == cfg.max_iters:
+                check_replicas(world, model, it)
                 losses = estimate_loss(model, data, cfg, it, world)
                 last_eval = {"event": "eval", "iter": it, "train_loss": losses["train"], "val_loss": losses["val"]}
                 tlog.write(last_eval)

@@ -190,3 +190,15 @@ def refuse_mismatch(world: World, cfg, data, model, batch_gen, it: int) -> None:
         "starting weights": dist.array_digest(p.data for p in model.parameters()),
         "starting step and generators": json.dumps(start, sort_keys=True),
     })
+
+
+def check_replicas(world: World, model, it: int) -> None:
+    """RuntimeError unless every rank holds the same weights: a safety net under the assumption that
+    the Allreduce hands every rank the same bits (MPI advises it, and MPICH does it)."""
+    if world.size == 1:
+        return
+    digests = world.allgather(dist.array_digest(p.data for p in model.parameters()))
+    if len(set(digests)) > 1:
+        differ = [r for r, d in enumerate(digests) if d != digests[0]]
+        raise RuntimeError(f"at step {it} rank(s) {', '.join(map(str, differ))} hold weights that differ from rank 0's: "
+                           "the gradient sum was not the same on every rank; the checkpoints hold the last good state")

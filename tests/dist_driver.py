@@ -4,7 +4,8 @@
 
 The test-only hook lives here, not in npgpt: FAIL_RANK=r and FAIL_STEP=s make rank r fail in its
 s-th optimizer step, as FAIL_HOW says: `raise` an unexpected exception, `value` a ValueError (a
-user error), or `die` (the process vanishes with no word, as when it is killed).
+user error), `die` (the process vanishes with no word, as when it is killed), or `drift` (its
+weights silently change, as if its gradient sum had come out different).
 """
 
 from __future__ import annotations
@@ -30,7 +31,10 @@ def _inject(rank: int, step: int, how: str) -> None:
         if world.rank == rank and calls[0] == step:
             if how == "die":
                 os._exit(9)
-            raise (ValueError if how == "value" else InjectedFailure)(f"injected failure on rank {rank} at step {step}")
+            if how == "drift":
+                model.parameters()[0].data[...] += 1e-3
+            else:
+                raise (ValueError if how == "value" else InjectedFailure)(f"injected failure on rank {rank} at step {step}")
         calls[0] += 1
         return real(model, data, cfg, batch_gen, world, draws)
 

@@ -131,7 +131,7 @@ def test_one_process_resumes_a_two_rank_checkpoint(tmp_path, pair, data_dir):
     assert resumed.iter_num == 20 and err < 1e-12, f"{name}: {err:.3g}"
 
 
-@pytest.mark.parametrize("how", ["raise", "value", "die"])
+@pytest.mark.parametrize("how", ["raise", "value", "die", "drift"])
 def test_a_failing_rank_ends_the_job_with_its_error(tmp_path, data_dir, how):
     out = str(tmp_path / "out")
     r = ranks(2, "--data-dir", data_dir, "--out-dir", out, *flags(max_iters=50, eval_interval=3, always_save_checkpoint=True),
@@ -143,6 +143,8 @@ def test_a_failing_rank_ends_the_job_with_its_error(tmp_path, data_dir, how):
     elif how == "value":
         assert "npgpt train (rank 1 of 2): error: injected failure on rank 1 at step 7" in r.stderr
         assert r.returncode == 2
+    elif how == "drift":  # caught at the next evaluation, step 9, before anything is saved
+        assert "at step 9 rank(s) 1 hold weights that differ from rank 0's" in r.stderr and r.returncode == 2
     # whatever rank 0 had written is whole: the last checkpoint loads, and no temporary file is left
     ckpt = ck.load_checkpoint(out, prefer=ck.LATEST)
     assert ckpt.iter_num in (3, 6)
