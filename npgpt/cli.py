@@ -108,17 +108,19 @@ def _run_train(args) -> int:
         result = train(config_from_cli(args))
         return 130 if result.interrupted else 0
 
-    size = dist.launched_size()
-    if args.nproc is not None and size == 1 and args.nproc != 1:  # not started by mpiexec yet: start the ranks
-        return _guarded("train", lambda: dist.launch(args.nproc, args.argv))
-    if args.nproc is not None and args.nproc != size:
-        print(f"npgpt train: error: --nproc {args.nproc}, but mpiexec started {size} processes", file=sys.stderr)
-        return 2
-    if size == 1:
-        return _guarded("train", run)
-    world = _guarded("train", lambda: dist.world())  # an exit status when mpi4py is missing
+    def ranks_or_launch():
+        size = dist.launched_size()
+        if args.nproc is not None and size == 1 and args.nproc != 1:  # not under mpiexec yet: start N ranks
+            return dist.launch(args.nproc, args.argv)  # mpiexec's exit status
+        if args.nproc is not None and args.nproc != size:
+            raise ValueError(f"--nproc {args.nproc}, but mpiexec started {size} processes")
+        return dist.world()
+
+    world = _guarded("train", ranks_or_launch)
     if isinstance(world, int):
         return world
+    if world.size == 1:
+        return _guarded("train", run)
     return dist.guard(world, lambda: _guarded(f"train (rank {world.rank} of {world.size})", run, on_error=world.abort))
 
 
