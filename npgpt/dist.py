@@ -249,7 +249,7 @@ def launch(nproc: int, argv: list[str]) -> int:
     """Run `python -m npgpt.cli ARGV` as nproc MPI ranks and return mpiexec's exit status.
 
     Each rank's BLAS gets cores / nproc threads unless OMP_NUM_THREADS (or OPENBLAS_ / MKL_) is set.
-    Ctrl-C and SIGTERM are passed on to mpiexec, which passes them on to the ranks.
+    Ctrl-C (and SIGTERM, SIGHUP) reach the ranks through mpiexec as Ctrl-C: they stop after the step.
     """
     if nproc < 1:
         raise ValueError(f"--nproc must be >= 1, got {nproc}")
@@ -259,18 +259,20 @@ def launch(nproc: int, argv: list[str]) -> int:
     cmd = [mpiexec_path(), "-n", str(nproc), sys.executable, "-m", "npgpt.cli", *argv]
     # In a session of its own, mpiexec hears Ctrl-C once, from us (a terminal's Ctrl-C would reach it
     # too, and mpiexec takes a second one as "abort now"): the first passes on to the ranks, which
-    # stop after the step and save; a second one ends them at once.
+    # stop after the step and save; a second one ends them at once. SIGTERM and SIGHUP become Ctrl-C
+    # too, since mpiexec itself would just exit on them and leave the ranks running.
     proc = subprocess.Popen(cmd, env=env, start_new_session=True)
-    forward = {s: signal.signal(s, lambda signum, _: proc.send_signal(signum))
-               for s in (signal.SIGINT, signal.SIGTERM)} if _main_thread() else {}
+    stop = (signal.SIGINT, signal.SIGTERM) + ((signal.SIGHUP,) if hasattr(signal, "SIGHUP") else ())
+    forward = {s: signal.signal(s, lambda *_: proc.send_signal(signal.SIGINT)) for s in stop} if _main_thread() else {}
     try:
-        return proc.wait()
+        code = proc.wait()
     except BaseException:
-        proc.terminate()  # mpiexec ends its ranks on SIGTERM
+        proc.send_signal(signal.SIGINT)
         raise
     finally:
         for s, old in forward.items():
             signal.signal(s, old)
+    return 128 - code if code < 0 else code  # killed by signal k: 128 + k, as a shell reports it
 
 
 def _main_thread() -> bool:
@@ -289,4 +291,4 @@ def guard(w: World, fn) -> int:
         print(f"npgpt: rank {w.rank} of {w.size} failed: {type(e).__name__}: {e}", file=sys.stderr)
         traceback.print_exc()
         w.abort(e.code if isinstance(e, SystemExit) and isinstance(e.code, int) and e.code else 1)
-        raise  # one process (World.abort raised SystemExit already)
+        raise  # not reached: abort ends this process

@@ -216,3 +216,24 @@ def test_clear_errors_without_mpi(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("PMI_SIZE", "1")  # mpiexec -n 1: one process, mpi4py never needed
     monkeypatch.setattr(dist, "_world", None)
     assert dist.world().size == 1
+
+
+def test_ctrl_c_through_the_launcher_stops_every_rank_after_the_same_step(tmp_path, data_dir):
+    import signal
+    import time
+
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "npgpt.cli", "train", "--nproc", "2", "--data-dir", data_dir,
+                             "--out-dir", str(out), *flags(max_iters=100000, eval_interval=100000, dropout=0.0)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    deadline = time.monotonic() + 60
+    while not (out / "log.jsonl").exists() or not any(r["event"] == "step" for r in read_log(str(out))):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr
+    ckpt = ck.load_checkpoint(str(out), prefer=ck.LATEST)
+    assert f"interrupted: saved step {ckpt.iter_num} " in stdout and 0 < ckpt.iter_num < 100000
+    assert max(r["iter"] for r in read_log(str(out)) if r["event"] == "step") == ckpt.iter_num
