@@ -36,7 +36,7 @@ from .data import TokenData
 from .model import GPT, GPTConfig
 from .optim import clip_grad_norm, configure_optimizer, cosine_lr
 from .trainlog import Progress, TrainLog, plot_losses, read_log  # noqa: F401 - read_log re-exported
-from .trainstep import (NoLog, StopFlag, accumulate_gradients, check_replicas, dropout_draws,  # noqa: F401
+from .trainstep import (NoLog, StopFlag, accumulate_gradients, check_replicas, dropout_draws,
                         estimate_loss, refuse_mismatch)
 
 MODEL_FIELDS = ("n_layer", "n_head", "n_embd", "block_size", "bias", "pos_encoding", "activation", "tie_embeddings")
