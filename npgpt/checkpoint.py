@@ -47,26 +47,12 @@ class Checkpoint:
     model_state: dict  # name -> np.ndarray
     optimizer_state: dict | None
 
-    def gpt_config(self, **overrides):
-        from .model import GPTConfig  # noqa: PLC0415 - checkpoint sits below model in the import flow
-
-        return GPTConfig.from_dict({**self.model_config, **overrides})
-
     def load_tokenizer(self):
         from .tokenizers.base import tokenizer_from_dict  # noqa: PLC0415
 
         if self.tokenizer is None:
             raise ValueError(f"{self.path}: this checkpoint holds no tokenizer")
         return tokenizer_from_dict(self.tokenizer)
-
-    def build_model(self, dtype="float32", device=None, seed: int = 0, **overrides):
-        """A GPT with this checkpoint's config (fields in `overrides` replaced, e.g. dropout) and weights;
-        `seed` only seeds its dropout generator, since the weights come from the checkpoint."""
-        from .model import GPT  # noqa: PLC0415
-
-        model = GPT(self.gpt_config(**overrides), seed=seed, dtype=dtype, device=device)
-        model.load_state_dict(self.model_state)
-        return model
 
 
 # --- flattening the optimizer state: arrays out to tensors, the rest stays JSON ----------------------

@@ -67,7 +67,8 @@ def _add_prepare(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", help="output directory (default: data/<source name>)")
     p.add_argument("--tokenizer", choices=("char", "bpe"), default="char", help="tokenizer to train (default: char)")
     p.add_argument("--vocab-size", type=int, help="vocabulary size for --tokenizer bpe")
-    p.add_argument("--tokenizer-file", help="reuse this tokenizer.json (e.g. a checkpoint's, to fine-tune)")
+    p.add_argument("--tokenizer-file", help="reuse this tokenizer: a tokenizer.json, a training directory, or a GPT-2 "
+                   "directory's vocab.json + merges.txt (to fine-tune)")
     p.add_argument("--val-fraction", type=float, default=0.1, help="the last fraction of tokens for validation (default: 0.1)")
     p.add_argument("--block-size", type=int, help="check now that both splits hold a block of this size")
     p.add_argument("--data-path", help="shakespeare_char: the text file, or a directory holding tinyshakespeare.txt")
@@ -125,30 +126,76 @@ def _run_train(args) -> int:
 
 
 def _add_sample(p: argparse.ArgumentParser) -> None:
-    def top_k(text):
-        return None if text.lower() == "none" else int(text)
+    def none_or(kind):
+        def parse(text):
+            return None if text.lower() == "none" else kind(text)
+        parse.__name__ = kind.__name__  # argparse names the type in its error message
+        return parse
 
-    p.add_argument("checkpoint", help="a training directory (its best.safetensors, else ckpt.safetensors) or a checkpoint file")
-    p.add_argument("--prompt", help="text to continue (default: <|endoftext|> if the tokenizer has it, else a newline)")
-    p.add_argument("--max-new-tokens", type=int, default=500)
+    p.add_argument("checkpoint", help="a training directory (its best.safetensors, else ckpt.safetensors), a checkpoint "
+                                      "file, or a GPT-2 / Hugging Face directory (config.json, model.safetensors, vocab.json, merges.txt)")
+    prompt = p.add_mutually_exclusive_group()
+    prompt.add_argument("--prompt", help="text to continue (default: <|endoftext|> if the tokenizer has it, else a newline)")
+    prompt.add_argument("--prompt-file", help="continue the text of this UTF-8 file")
+    length = p.add_mutually_exclusive_group()
+    length.add_argument("--max-new-tokens", type=int, help="new tokens per sample (default: 500)")
+    length.add_argument("--max-length", type=int, help="prompt + new tokens per sample, instead of --max-new-tokens")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--do-sample", dest="do_sample", action="store_true", default=True,
+                      help="draw each token from the processed distribution (the default)")
+    mode.add_argument("--greedy", dest="do_sample", action="store_false",
+                      help="take the likeliest token each step (temperature, top-k and top-p then do nothing)")
     p.add_argument("--temperature", type=float, default=0.8, help="> 0; lower is more conservative (default: 0.8)")
-    p.add_argument("--top-k", type=top_k, default=200, help="keep the k likeliest tokens, >= 1, or none (default: 200)")
-    p.add_argument("--seed", type=int, default=1337)
-    p.add_argument("--num-samples", type=int, default=1)
+    p.add_argument("--top-k", type=none_or(int), default=200, help="keep the k likeliest tokens, >= 1, or none (default: 200)")
+    p.add_argument("--top-p", type=none_or(float), default=None,
+                   help="keep the likeliest tokens whose probability reaches p, in (0, 1], or none (default: none)")
+    p.add_argument("--repetition-penalty", type=float, default=1.0,
+                   help="> 0; above 1 makes tokens already in the text less likely (default: 1.0, none)")
+    p.add_argument("--num-samples", type=int, default=1, help="samples, generated one after another (default: 1)")
+    p.add_argument("--seed", type=int, default=1337, help="seed of the sampling generator (default: 1337)")
+    p.add_argument("--eos", action="store_true", help="end a sample at the end-of-text token <|endoftext|>")
+    p.add_argument("--no-cache", dest="use_cache", action="store_false",
+                   help="recompute the whole context for every token instead of keeping a KV cache")
     p.add_argument("--device", default=default_device(), choices=DEVICES, help="default: $NPGPT_DEVICE, else cpu")
     p.add_argument("--dtype", default="float32", choices=("float32", "float64"))
 
 
 def _run_sample(args) -> int:
-    from .generate import sample  # noqa: PLC0415
+    from .loading import sample  # noqa: PLC0415
 
     def run():
-        texts = sample(args.checkpoint, prompt=args.prompt, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
-                       top_k=args.top_k, seed=args.seed, num_samples=args.num_samples, dtype=args.dtype, device=args.device)
-        print("\n---------------\n".join(texts))
+        prompt = args.prompt
+        if args.prompt_file is not None:
+            try:
+                with open(args.prompt_file, encoding="utf-8") as f:
+                    prompt = f.read()
+            except UnicodeDecodeError as e:
+                raise ValueError(f"{args.prompt_file}: not UTF-8 text ({e})") from None
+        max_new = 500 if args.max_new_tokens is None and args.max_length is None else args.max_new_tokens
+        sample(args.checkpoint, prompt, num_samples=args.num_samples, max_new_tokens=max_new, max_length=args.max_length,
+               do_sample=args.do_sample, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
+               repetition_penalty=args.repetition_penalty, stop_at_eos=args.eos, seed=args.seed,
+               use_cache=args.use_cache, dtype=args.dtype, device=args.device, out=sys.stdout)
         return 0
 
     return _guarded("sample", run)
+
+
+def _add_export(p: argparse.ArgumentParser) -> None:
+    p.add_argument("checkpoint", help="a training directory (its best.safetensors, else ckpt.safetensors) or a checkpoint file")
+    p.add_argument("out_dir", help="the GPT-2 directory to write (config.json, model.safetensors, vocab.json, merges.txt, ...)")
+    p.add_argument("--no-tokenizer", action="store_true", help="write the model alone, without the tokenizer's files")
+    p.add_argument("--dtype", choices=("float32", "float64"), help="weights' dtype (default: as trained)")
+
+
+def _run_export(args) -> int:
+    from .hf import export_checkpoint  # noqa: PLC0415
+
+    def run():
+        export_checkpoint(args.checkpoint, args.out_dir, tokenizer=not args.no_tokenizer, dtype=args.dtype)
+        return 0
+
+    return _guarded("export", run)
 
 
 def _add_plot(p: argparse.ArgumentParser) -> None:
@@ -167,7 +214,9 @@ COMMANDS = {
     "demo": ("what `make train` runs: prepare the stdlib corpus, train a small model into out/demo, sample", _add_demo, _run_demo),
     "prepare": ("tokenize a text file or a named corpus into train.bin/val.bin", _add_prepare, _run_prepare),
     "train": ("train a model (from scratch, resume, or fine-tune a checkpoint)", _add_train, _run_train),
-    "sample": ("generate text from a checkpoint", _add_sample, _run_sample),
+    "sample": ("generate text from a checkpoint or a GPT-2 directory, streamed as it comes", _add_sample, _run_sample),
+    "export": ("write a checkpoint as a GPT-2 / Hugging Face directory (transformers' from_pretrained loads it)",
+               _add_export, _run_export),
     "plot": ("draw OUT_DIR/loss.png from OUT_DIR/log.jsonl", _add_plot, _run_plot),
 }
 

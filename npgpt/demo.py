@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 
 from .data import prepare
-from .generate import sample
+from .loading import sample
 from .train import TrainConfig, train
 
 DEMO = dict(

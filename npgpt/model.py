@@ -91,7 +91,10 @@ class GPT(Module):
     `bit_generator.state` is what a checkpoint saves to resume exactly.
     """
 
-    def __init__(self, config: GPTConfig, seed: int = 0, dtype="float32", device: str | None = None):
+    tokenizer = None  # from_pretrained sets the directory's; save_pretrained writes it
+
+    def __init__(self, config: GPTConfig, seed: int = 0, dtype="float32", device: str | None = None,
+                 init: bool = True):
         super().__init__()
         if not isinstance(config, GPTConfig):
             raise ValueError(f"GPT needs a GPTConfig, got {type(config).__name__}")
@@ -116,7 +119,8 @@ class GPT(Module):
         if c.pos_encoding == "sinusoidal":
             sin = to_device(F.sinusoidal_positions(c.block_size, c.n_embd, dtype=dt), dev)
         object.__setattr__(self, "_sinusoid", sin)  # (block_size, C), a constant
-        self._init_weights(seed)
+        if init:  # init=False leaves zeros for a caller that fills every parameter (from_pretrained)
+            self._init_weights(seed)
         object.__setattr__(self, "_dropout_generator", rng([seed, 1]))
 
     # --- initialisation ---------------------------------------------------------------------
@@ -189,20 +193,29 @@ class GPT(Module):
     def xp(self):
         return get_xp(self.transformer.wte.weight.data)
 
-    def forward(self, idx, targets=None):
-        """idx (B, T) integer ids -> (logits (B, T, V), mean cross-entropy over targets or None)."""
+    def forward(self, idx, targets=None, cache=None):
+        """idx (B, T) integer ids -> (logits (B, T, V), mean cross-entropy over targets or None).
+
+        cache: a npgpt.generate.KVCache (inference under no_grad): idx are the positions after the
+        cache's `length` ones, their keys and values are added to it, and `length` grows by T.
+        """
         idx, targets = self._check_ids(idx, targets)
         B, T = idx.shape
+        t0 = 0 if cache is None else self._check_cache(cache, B, T, targets)
         c, tr, gen = self.config, self.transformer, self._dropout_generator
         x = tr.wte(idx, check_ids=False)  # (B, T, C)
-        if c.pos_encoding == "learned":
+        if c.pos_encoding == "learned" and t0 == 0:
             x = x + F.position_embedding(T, tr.wpe.weight)  # (T, C) broadcast over B
+        elif c.pos_encoding == "learned":
+            x = x + F.embedding(self.xp.arange(t0, t0 + T), tr.wpe.weight, check_ids=False)  # positions t0 .. t0+T-1
         else:
-            x = x + Tensor(self._sinusoid[:T])
+            x = x + Tensor(self._sinusoid[t0:t0 + T])
         if self.training and c.dropout > 0:
             x = F.dropout(x, c.dropout, True, generator=gen)
-        for block in tr.h:
-            x = block(x, generator=gen)
+        for i, block in enumerate(tr.h):
+            x = block(x, generator=gen, kv=None if cache is None else (cache.k[i], cache.v[i], t0))
+        if cache is not None:
+            cache.length = t0 + T
         x = tr.ln_f(x)
         head = tr.wte.weight if c.tie_embeddings else self.lm_head.weight  # (V, C)
         logits = F.linear(x, F.transpose(head, (1, 0)))  # (B, T, V)
@@ -210,3 +223,43 @@ class GPT(Module):
         if targets is not None:
             loss = F.cross_entropy(F.reshape(logits, (B * T, c.vocab_size)), targets.reshape(B * T), check_targets=False)
         return logits, loss
+
+    def _check_cache(self, cache, B: int, T: int, targets) -> int:
+        """The cache's length, once it is known to hold B rows with room for T more positions."""
+        if targets is not None:
+            raise ValueError("a KV cache is for generation: give targets or a cache, not both")
+        if cache.batch_size != B:
+            raise ValueError(f"the KV cache holds {cache.batch_size} sequences, idx has {B}")
+        if cache.length + T > self.config.block_size:
+            raise ValueError(f"the KV cache holds {cache.length} positions: {T} more exceed block_size="
+                             f"{self.config.block_size} (start a new cache from the last block_size ids)")
+        return cache.length
+
+    # --- generation ---------------------------------------------------------------------------
+    def generate(self, input_ids, **options):
+        """Prompts plus new ids, as transformers' generate: see npgpt.generate.generate for the options
+        (max_new_tokens or max_length, do_sample, temperature, top_k, top_p, repetition_penalty,
+        num_return_sequences, eos_token_id, pad_token_id, seed, use_cache)."""
+        from .generate import generate  # noqa: PLC0415 - generate sits above model in the import flow
+
+        return generate(self, input_ids, **options)
+
+    # --- GPT-2 / Hugging Face directories (npgpt/hf.py) -------------------------------------
+    @classmethod
+    def from_pretrained(cls, path_or_name, dtype="float32", device=None, dropout=None, seed: int = 0) -> "GPT":
+        """A GPT-2 directory's model (config.json + model.safetensors or pytorch_model.bin), or a hub
+        name such as "gpt2" downloaded through huggingface_hub; in eval mode, with the directory's
+        tokenizer as `model.tokenizer` (None without vocab.json + merges.txt). dropout: None takes
+        the config's; seed seeds only the dropout generator. See npgpt.hf."""
+        from .hf import load_pretrained  # noqa: PLC0415 - hf.py sits above model.py
+
+        return load_pretrained(cls, path_or_name, dtype=dtype, device=device, dropout=dropout, seed=seed)
+
+    def save_pretrained(self, path, tokenizer=None) -> list[str]:
+        """Write a GPT-2 directory that transformers' GPT2LMHeadModel.from_pretrained loads: config.json,
+        model.safetensors, and the tokenizer's vocab.json + merges.txt (+ tokenizer_config.json,
+        special_tokens_map.json) for `tokenizer`, else `self.tokenizer` when set. A model GPT-2 cannot
+        express (sinusoidal positions, no bias) raises ValueError saying which. Returns the paths."""
+        from .hf import save_pretrained  # noqa: PLC0415
+
+        return save_pretrained(self, path, tokenizer)

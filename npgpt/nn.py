@@ -21,7 +21,8 @@ import numpy as np
 
 from . import functional as F
 from .backend import device_of, resolve_device, resolve_dtype, rng, to_device, to_numpy
-from .tensor import Tensor
+from .ops.attention import cached_attention
+from .tensor import Tensor, is_grad_enabled
 
 
 class Parameter(Tensor):
@@ -257,9 +258,16 @@ class CausalSelfAttention(Module):
         self.c_attn = Linear(dim, 3 * dim, bias, dtype, device, g, init)
         self.c_proj = Linear(dim, dim, bias, dtype, device, g, init)
 
-    def forward(self, x, generator=None):
+    def forward(self, x, generator=None, kv=None):
+        """kv = (k_cache, v_cache, start): attend from positions start.. against the cached keys and
+        values (see ops.attention.cached_attention), an inference path: no_grad, no dropout."""
         qkv = self.c_attn(x)  # (B, T, 3C)
-        y = F.attention(qkv, self.n_head, dropout=self.p, training=self.training, generator=generator)  # (B, T, C)
+        if kv is None:
+            y = F.attention(qkv, self.n_head, dropout=self.p, training=self.training, generator=generator)  # (B, T, C)
+        else:
+            if is_grad_enabled() or (self.training and self.p > 0):
+                raise RuntimeError("the KV cache is an inference path: call the model under no_grad() in eval mode")
+            y = Tensor(cached_attention(qkv.data, self.n_head, *kv))  # (B, T, C)
         y = self.c_proj(y)
         return _dropout(y, self.p, self.training, generator)
 
@@ -277,8 +285,8 @@ class Block(Module):
         self.ln_2 = LayerNorm(dim, bias, eps, dtype, device, init)
         self.mlp = MLP(dim, bias, approximate, dropout, dtype, device, g, init)
 
-    def forward(self, x, generator=None):
-        x = x + self.attn(self.ln_1(x), generator=generator)
+    def forward(self, x, generator=None, kv=None):
+        x = x + self.attn(self.ln_1(x), generator=generator, kv=kv)
         return x + self.mlp(self.ln_2(x), generator=generator)
 
 

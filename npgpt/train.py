@@ -33,6 +33,7 @@ from . import dist
 from .backend import DEVICES, DTYPES, default_device, select_cuda_device
 from .checkpoint import BEST, LATEST, load_checkpoint, save_checkpoint
 from .data import TokenData
+from .loading import model_from_checkpoint
 from .model import GPT, GPTConfig
 from .optim import clip_grad_norm, configure_optimizer, cosine_lr
 from .trainlog import Progress, TrainLog, plot_losses, read_log  # noqa: F401 - read_log re-exported
@@ -51,7 +52,7 @@ class TrainConfig:
     # I/O and start
     out_dir: str = _h("where checkpoints, log.jsonl and loss.png go", "out")
     data_dir: str = _h("a directory made by `npgpt prepare`", "data")
-    init_from: str = _h("'scratch', 'resume' (from out_dir), or a checkpoint file/directory to fine-tune from", "scratch")
+    init_from: str = _h("'scratch', 'resume' (from out_dir), or a checkpoint or GPT-2 directory to fine-tune from", "scratch")
     # evaluation and logging
     eval_interval: int = _h("evaluate (and maybe save) every this many steps", 250)
     eval_iters: int = _h("batches per split in each evaluation", 200)
@@ -156,6 +157,12 @@ def _start(cfg: TrainConfig, data: TokenData, log):
     if cfg.init_from == "scratch":
         return cfg, GPT(cfg.model_config(data.vocab_size), seed=cfg.seed, dtype=cfg.dtype, device=cfg.device), None
     resume = cfg.init_from == "resume"
+    if not resume and os.path.isfile(os.path.join(cfg.init_from, "config.json")):  # a GPT-2 directory
+        from .hf import finetune_start  # noqa: PLC0415
+
+        model = finetune_start(cfg.init_from, data.tokenizer, dtype=cfg.dtype, device=cfg.device, seed=cfg.seed,
+                               dropout=cfg.dropout, log=log)
+        return dataclasses.replace(cfg, **{k: getattr(model.config, k) for k in MODEL_FIELDS}), model, None
     if resume and not any(os.path.isfile(os.path.join(cfg.out_dir, n)) for n in (LATEST, BEST)):
         raise ValueError(f"init_from='resume': no checkpoint in {cfg.out_dir} to resume from (expected {LATEST}); "
                          "train with --init-from scratch first, or point --out-dir at a training directory")
@@ -166,7 +173,7 @@ def _start(cfg: TrainConfig, data: TokenData, log):
     if changed:
         log(f"model shape from {ckpt.path}: " + ", ".join(f"{k}={v}" for k, (_, v) in changed.items()))
     cfg = dataclasses.replace(cfg, **shape)
-    model = ckpt.build_model(dtype=cfg.dtype, device=cfg.device, seed=cfg.seed, dropout=cfg.dropout)
+    model = model_from_checkpoint(ckpt, dtype=cfg.dtype, device=cfg.device, seed=cfg.seed, dropout=cfg.dropout)
     log(f"{'resuming' if resume else 'fine-tuning'} from {ckpt.path} (step {ckpt.iter_num})")
     return cfg, model, ckpt
 

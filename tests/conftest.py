@@ -7,6 +7,9 @@ import os
 import pytest
 from hypothesis import HealthCheck, settings
 
+# Tests never reach the network: huggingface_hub (under transformers) reads this when first imported.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
 # quick: make test and CI; derandomized, so every run draws the same examples, and no deadline, so a
 # slow or busy machine is never a failure. thorough: make test-thorough, random and many more examples.
 settings.register_profile(

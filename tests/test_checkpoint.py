@@ -11,6 +11,7 @@ import pytest
 from safetensors.numpy import save_file
 
 from npgpt import checkpoint as ck
+from npgpt.loading import model_from_checkpoint
 from npgpt.model import GPT, GPTConfig
 from npgpt.optim import configure_optimizer
 from npgpt.tokenizers.char import CharTokenizer
@@ -43,7 +44,7 @@ def test_roundtrip_everything(tmp_path):
     path = save(tmp_path / ck.LATEST, model, opt, it=7)
     c = ck.load_checkpoint(str(tmp_path), prefer=ck.LATEST)
     assert c.path == path and c.iter_num == 7 and c.best_val_loss == 1.5
-    assert c.train_config == {"lr": 0.01, "out_dir": "x"} and c.gpt_config() == CFG
+    assert c.train_config == {"lr": 0.01, "out_dir": "x"} and GPTConfig.from_dict(c.model_config) == CFG
     for name, a in model.state_dict().items():
         assert c.model_state[name].dtype == a.dtype and np.array_equal(c.model_state[name], a), name
     fresh = GPT(CFG, seed=9)
@@ -59,7 +60,7 @@ def test_roundtrip_everything(tmp_path):
     g.bit_generator.state = c.rng["dropout"]
     assert g.random() == model.dropout_generator.random()
     assert c.load_tokenizer().decode([0, 10]) == "ak"
-    rebuilt = c.build_model(dropout=0.0)
+    rebuilt = model_from_checkpoint(c, dropout=0.0)
     assert rebuilt.config.dropout == 0.0
     for name, a in model.state_dict().items():
         assert np.array_equal(rebuilt.state_dict()[name], a), name

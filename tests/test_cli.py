@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -105,6 +107,61 @@ def test_sample_and_plot(tmp_path, data, capsys):
     pytest.importorskip("matplotlib")
     assert main(["plot", out]) == 0 and os.path.isfile(os.path.join(out, "loss.png"))
     assert main(["plot", str(tmp_path)]) == 2
+
+
+def test_sample_options(tmp_path, data, capsys, monkeypatch):
+    out = str(tmp_path / "o")
+    assert main(["train", "--data-dir", data, "--out-dir", out, *TINY, "--max-iters", "5"]) == 0
+    capsys.readouterr()
+
+    def run(*flags):
+        assert main(["sample", out, "--max-new-tokens", "25", *flags]) == 0, capsys.readouterr().err
+        return capsys.readouterr().out
+
+    (tmp_path / "p.txt").write_text("7 little pigs", encoding="utf-8")
+    from_file = run("--prompt-file", str(tmp_path / "p.txt"), "--seed", "3")
+    assert from_file.startswith("7 little pigs") and from_file == run("--prompt", "7 little pigs", "--seed", "3")
+    assert from_file == run("--prompt", "7 little pigs", "--seed", "3", "--no-cache")
+    assert from_file != run("--prompt", "7 little pigs", "--seed", "4")
+    greedy = run("--prompt", "1 little", "--greedy")
+    assert greedy == run("--prompt", "1 little", "--greedy", "--temperature", "5", "--top-p", "0.1", "--no-cache")
+    assert greedy != run("--prompt", "1 little", "--greedy", "--repetition-penalty", "3")
+    assert main(["sample", out, "--prompt", "1 little", "--greedy", "--max-length", "12"]) == 0
+    assert capsys.readouterr().out == greedy[:12] + "\n"  # prompt + 4 new characters
+    assert run("--prompt", "1", "--do-sample", "--top-k", "none", "--top-p", "0.9", "--seed", "3").startswith("1")
+    three = run("--prompt", "2", "--num-samples", "3", "--seed", "5")
+    assert three.count("\n---------------\n") == 2
+
+    class Terminal(io.StringIO):  # records every write: the text arrives token by token
+        writes = 0
+
+        def write(self, s):
+            Terminal.writes += 1
+            return super().write(s)
+
+    monkeypatch.setattr(sys, "stdout", Terminal())
+    assert main(["sample", out, "--prompt", "2", "--max-new-tokens", "30"]) == 0
+    assert Terminal.writes > 30
+    monkeypatch.undo()
+
+    for flags, message in [
+        (["--top-p", "0"], r"top_p must be a number in \(0, 1\]"),
+        (["--repetition-penalty", "0"], "repetition_penalty must be a finite number > 0"),
+        (["--greedy", "--num-samples", "2"], "greedy decoding gives one text"),
+        (["--eos"], "no end-of-text token to stop at"),
+        (["--max-length", "0", "--prompt", "12"], "max_length must be an integer >= the prompt's length 2"),
+        (["--prompt-file", str(tmp_path / "none.txt")], "none.txt"),
+    ]:
+        assert main(["sample", out, *flags]) == 2, flags
+        err = capsys.readouterr().err
+        assert err.startswith("npgpt sample: error: ") and err.count("\n") == 1 and re.search(message, err), err
+    (tmp_path / "bad.txt").write_bytes(b"\xff\xfe")
+    assert main(["sample", out, "--prompt-file", str(tmp_path / "bad.txt")]) == 2
+    assert "bad.txt: not UTF-8 text" in capsys.readouterr().err
+    for flags in (["--prompt", "a", "--prompt-file", "p"], ["--greedy", "--do-sample"], ["--max-length", "3", "--max-new-tokens", "3"]):
+        with pytest.raises(SystemExit):
+            main(["sample", out, *flags])
+        assert "not allowed with argument" in capsys.readouterr().err
 
 
 def test_ctrl_c_exit_code_130(tmp_path, data):

@@ -150,3 +150,46 @@ def attention(qkv, n_head: int, dropout: float = 0.0, training: bool = False, ge
         raise ValueError(f"attention dropout must be a probability in [0, 1), got {dropout!r}")
     check_float("attention", qkv.data if isinstance(qkv, Tensor) else qkv)
     return Attention.apply(qkv, n_head=int(n_head), dropout=float(dropout), training=bool(training), generator=generator)
+
+
+def cached_attention(qkv, n_head: int, k_cache, v_cache, start: int):
+    """Causal attention for T new positions against a key/value cache: the inference path of generation.
+
+    The new tokens sit at absolute positions start .. start+T-1; positions 0 .. start-1 are already
+    in the cache. With HS = C / NH, s = 1 / sqrt(HS) and L = start + T:
+      1. q, k, v = qkv split as in Attention, heads split                          (B, NH, T, HS)
+      2. k_cache[:, :, start:L] = k,  v_cache[:, :, start:L] = v   (the cache now holds 0 .. L-1)
+      3. S = s * q @ K^T  with K = k_cache[:, :, :L]                                  (B, NH, T, L)
+      4. S[i, j] = -inf for j > start + i   (new position start+i sees 0 .. start+i)
+      5. P = softmax(S) over the last axis;  Y = P @ V with V = v_cache[:, :, :L]     (B, NH, T, HS)
+      6. y = Y with heads merged                                                      (B, T, C)
+    With start = 0 this is Attention's forward without dropout, and row i of the result for any
+    start equals row start+i of Attention run on all L positions: the cache only saves recomputing
+    k and v of the earlier positions, so one new token costs one query against L keys.
+
+    Shapes:   qkv (B, T, 3C) raw array; k_cache, v_cache (B, NH, T_max, HS) with start + T <= T_max,
+              written in place  ->  y (B, T, C)
+    Saved:    nothing: no graph is recorded and there is no backward (call it under no_grad).
+    """
+    xp = get_xp(qkv)
+    B, T, C3 = qkv.shape
+    C = C3 // 3
+    NH, HS = n_head, C // n_head
+    L = start + T
+    if tuple(k_cache.shape[:2]) != (B, NH) or k_cache.shape[3] != HS or L > k_cache.shape[2]:
+        raise ValueError(f"cached_attention: cache of shape {tuple(k_cache.shape)} cannot hold positions "
+                         f"{start}..{L - 1} of qkv {tuple(qkv.shape)} with {n_head} heads")
+    heads = qkv.reshape(B, T, 3, NH, HS).transpose(2, 0, 3, 1, 4)  # (3, B, NH, T, HS)
+    q = heads[0]  # 1. (B, NH, T, HS)
+    k_cache[:, :, start:L] = heads[1]  # 2.
+    v_cache[:, :, start:L] = heads[2]
+    att = q @ k_cache[:, :, :L].swapaxes(-1, -2)  # 3. (B, NH, T, L)
+    att *= 1.0 / math.sqrt(HS)
+    if T > 1:  # 4. rows start .. L-1 of the (L, L) mask; one new token (the last row) sees every key
+        att += _causal_bias(xp, L, qkv.dtype)[start:L]
+    att -= att.max(axis=-1, keepdims=True)  # 5. softmax; the diagonal keeps every row finite
+    xp.exp(att, out=att)
+    att /= att.sum(axis=-1, keepdims=True)
+    y = xp.empty((B, T, NH, HS), dtype=qkv.dtype)
+    _matmul_into(xp, att, v_cache[:, :, :L], y.transpose(0, 2, 1, 3))  # 5., 6. Y straight into y's layout
+    return y.reshape(B, T, C)  # 6. (B, T, C)

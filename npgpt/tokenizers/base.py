@@ -35,8 +35,9 @@ class Tokenizer(ABC):
         """Ids of `text`."""
 
     @abstractmethod
-    def decode(self, ids) -> str:
-        """Text of `ids` (a list or a 1-d NumPy integer array)."""
+    def decode(self, ids, skip_special_tokens: bool = False) -> str:
+        """Text of `ids` (a list or a 1-d NumPy integer array); with skip_special_tokens=True the
+        special tokens' ids are left out (a tokenizer without special tokens ignores the flag)."""
 
     @abstractmethod
     def to_dict(self) -> dict:
@@ -94,8 +95,14 @@ def tokenizer_from_dict(d: dict) -> Tokenizer:
 
 
 def load_tokenizer(path: str | os.PathLike) -> Tokenizer:
-    """Read a tokenizer file written by Tokenizer.save; ValueError naming the file if it is not one."""
+    """Read a tokenizer file written by Tokenizer.save; ValueError naming the file if it is not one.
+
+    A directory is read too: a GPT-2 / Hugging Face directory (vocab.json + merges.txt) through
+    BPETokenizer.from_pretrained, or an npgpt training directory through its tokenizer.json.
+    """
     path = os.fspath(path)
+    if os.path.isdir(path):
+        return _load_tokenizer_dir(path)
     with open(path, "rb") as f:
         raw = f.read()
     try:
@@ -103,6 +110,22 @@ def load_tokenizer(path: str | os.PathLike) -> Tokenizer:
         return tokenizer_from_dict(d)
     except (ValueError, TypeError, KeyError, UnicodeDecodeError) as e:
         raise ValueError(f"{path}: not a valid npgpt tokenizer file: {e}") from e
+
+
+def _load_tokenizer_dir(path: str) -> Tokenizer:
+    from .bpe import BPETokenizer
+    from .bpe_hf import HF_FILES
+
+    if all(os.path.isfile(os.path.join(path, n)) for n in HF_FILES):
+        return BPETokenizer.from_pretrained(path)
+    if os.path.isfile(os.path.join(path, "tokenizer.json")):
+        try:
+            return load_tokenizer(os.path.join(path, "tokenizer.json"))
+        except ValueError as e:  # a Hugging Face tokenizer.json is not npgpt's
+            raise ValueError(f"{path}: its tokenizer.json is not an npgpt tokenizer, and there is no "
+                             f"{' + '.join(HF_FILES)} to read instead ({e})") from e
+    raise ValueError(f"{path}: a directory without a tokenizer: expected {' + '.join(HF_FILES)} (a GPT-2 / "
+                     "Hugging Face directory) or tokenizer.json (an npgpt training directory)")
 
 
 def as_id_list(ids) -> list:

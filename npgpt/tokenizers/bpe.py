@@ -171,6 +171,23 @@ class BPETokenizer(Tokenizer):
 
         return read_hf_files(cls, vocab_json_path, merges_txt_path, special_tokens)
 
+    @classmethod
+    def from_pretrained(cls, path) -> BPETokenizer:
+        """A GPT-2 / Hugging Face directory's tokenizer: vocab.json + merges.txt, with the entries
+        that are neither bytes nor merges (GPT-2: <|endoftext|>) and tokenizer_config.json's added
+        special tokens as special tokens. Encodes with Hugging Face's ids and merge rule."""
+        from .bpe_hf import read_pretrained
+
+        return read_pretrained(cls, path)
+
+    def save_pretrained(self, path, model_max_length: int | None = None) -> list[str]:
+        """Write vocab.json, merges.txt, tokenizer_config.json and special_tokens_map.json into the
+        directory `path` (made if missing), each atomically, so that transformers' GPT2Tokenizer and
+        from_pretrained read this tokenizer back; returns the paths written. See npgpt.tokenizers.bpe_hf."""
+        from .bpe_hf import write_pretrained
+
+        return write_pretrained(self, path, model_max_length)
+
     def to_tiktoken_ranks(self) -> dict[bytes, int]:
         """{token bytes: id} for ordinary tokens, as tiktoken.Encoding's mergeable_ranks.
 
@@ -301,17 +318,27 @@ class BPETokenizer(Tokenizer):
 
     # ---------------------------------------------------------------- decoding
 
-    def decode_bytes(self, ids) -> bytes:
-        """The raw bytes of `ids`; an unknown id raises ValueError naming it and the vocab size."""
+    def decode_bytes(self, ids, skip_special_tokens: bool = False) -> bytes:
+        """The raw bytes of `ids`; an unknown id raises ValueError naming it and the vocab size.
+        skip_special_tokens=True leaves out the special tokens' ids (as Hugging Face's decode)."""
         ids = as_id_list(ids)
+        if skip_special_tokens and self._special_by_id:
+            ids = [i for i in ids if not self._is_special_id(i)]
         try:
             return b"".join(map(self._decoder.__getitem__, ids))
         except (KeyError, TypeError):
             raise unknown_id_error(ids, self._decoder, self._vocab_size) from None
 
-    def decode(self, ids) -> str:
-        """Text of `ids`; byte sequences that are not valid UTF-8 become U+FFFD, as in tiktoken."""
-        return self.decode_bytes(ids).decode("utf-8", errors="replace")
+    def _is_special_id(self, i) -> bool:
+        try:
+            return i in self._special_by_id and not isinstance(i, bool)
+        except TypeError:  # unhashable: decode_bytes names it as an unknown id
+            return False
+
+    def decode(self, ids, skip_special_tokens: bool = False) -> str:
+        """Text of `ids`; byte sequences that are not valid UTF-8 become U+FFFD, as in tiktoken.
+        skip_special_tokens=True leaves out the special tokens (e.g. <|endoftext|>)."""
+        return self.decode_bytes(ids, skip_special_tokens).decode("utf-8", errors="replace")
 
     # ---------------------------------------------------------------- files
 

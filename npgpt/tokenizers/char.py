@@ -8,7 +8,7 @@ from .base import Tokenizer, as_id_list, unknown_id_error
 class CharTokenizer(Tokenizer):
     """Vocabulary = the sorted distinct characters of a text; id = index in that order.
 
-    It has no special tokens: encode accepts tiktoken's `allowed_special` / `disallowed_special`
+    It has no special tokens: decode accepts `skip_special_tokens` and encode accepts tiktoken's `allowed_special` / `disallowed_special`
     keywords only so that every Tokenizer can be called the same way, and ignores them.
     """
 
@@ -52,7 +52,8 @@ class CharTokenizer(Tokenizer):
                     ) from None
             raise
 
-    def decode(self, ids) -> str:
+    def decode(self, ids, skip_special_tokens: bool = False) -> str:
+        """Text of `ids`; there are no special tokens, so skip_special_tokens changes nothing."""
         ids = as_id_list(ids)
         chars = self.chars
         n = len(chars)

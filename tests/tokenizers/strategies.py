@@ -35,3 +35,15 @@ CORPUS = (
 
 def shakespeare_text() -> str | None:
     return SHAKESPEARE.read_text(encoding="utf-8") if SHAKESPEARE.exists() else None
+
+
+def hf_bpe_files(hf, corpora, vocab_size: int, folder) -> tuple[str, str]:
+    """vocab.json + merges.txt of a GPT-2 style BPE trained by the `tokenizers` library (`hf`) on
+    `corpora`, with <|endoftext|> special, saved in `folder`; returns their paths."""
+    model = hf.Tokenizer(hf.models.BPE())
+    model.pre_tokenizer = hf.pre_tokenizers.ByteLevel(add_prefix_space=False)
+    trainer = hf.trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<|endoftext|>"], show_progress=False,
+                                     initial_alphabet=hf.pre_tokenizers.ByteLevel.alphabet())
+    model.train_from_iterator(corpora, trainer)
+    vocab, merges = model.model.save(str(folder))
+    return vocab, merges

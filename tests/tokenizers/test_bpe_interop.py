@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from npgpt.tokenizers import BPETokenizer
 from npgpt.tokenizers.bpe_import import bytes_to_unicode
-from tests.tokenizers.strategies import CORPUS, NO_SHAKESPEARE, shakespeare_text, texts
+from tests.tokenizers.strategies import CORPUS, NO_SHAKESPEARE, hf_bpe_files, shakespeare_text, texts
 
 tiktoken = pytest.importorskip("tiktoken")
 EOT = "<|endoftext|>"
@@ -144,14 +144,7 @@ def test_corrupt_tiktoken_file_names_the_file(tmp_path, content):
 @pytest.fixture(scope="module")
 def hf_files(tmp_path_factory):
     hf = pytest.importorskip("tokenizers")
-    model = hf.Tokenizer(hf.models.BPE())
-    model.pre_tokenizer = hf.pre_tokenizers.ByteLevel(add_prefix_space=False)
-    trainer = hf.trainers.BpeTrainer(vocab_size=700, special_tokens=[EOT], show_progress=False,
-                                     initial_alphabet=hf.pre_tokenizers.ByteLevel.alphabet())
-    model.train_from_iterator([shakespeare_text() or CORPUS, CORPUS], trainer)
-    folder = tmp_path_factory.mktemp("hf")
-    vocab, merges = model.model.save(str(folder))
-    return vocab, merges
+    return hf_bpe_files(hf, [shakespeare_text() or CORPUS, CORPUS], 700, tmp_path_factory.mktemp("hf"))
 
 
 @pytest.fixture(scope="module")
