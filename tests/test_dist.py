@@ -143,6 +143,8 @@ def test_a_failing_rank_ends_the_job_with_its_error(tmp_path, data_dir, how):
     elif how == "value":
         assert "npgpt train (rank 1 of 2): error: injected failure on rank 1 at step 7" in r.stderr
         assert r.returncode == 2
+    elif how == "die":  # no last words: mpiexec ends rank 0 and passes on the dead rank's status
+        assert r.returncode == 9
     elif how == "drift":  # caught at the next evaluation, step 9, before anything is saved
         assert "at step 9 rank(s) 1 hold weights that differ from rank 0's" in r.stderr and r.returncode == 2
     # whatever rank 0 had written is whole: the last checkpoint loads, and no temporary file is left
