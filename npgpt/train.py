@@ -37,8 +37,9 @@ from .loading import model_from_checkpoint
 from .model import GPT, GPTConfig
 from .optim import clip_grad_norm, configure_optimizer, cosine_lr
 from .trainlog import Progress, TrainLog, plot_losses, read_log  # noqa: F401 - read_log re-exported
-from .trainstep import (NoLog, StopFlag, accumulate_gradients, check_replicas, dropout_draws,
+from .trainstep import (NoLog, StepReadings, StopFlag, accumulate_gradients, check_replicas, dropout_draws,
                         estimate_loss, refuse_mismatch)
+from .trainstep import TrainingDiverged  # noqa: F401 - raised here, re-exported for callers
 
 MODEL_FIELDS = ("n_layer", "n_head", "n_embd", "block_size", "bias", "pos_encoding", "activation", "tie_embeddings")
 
@@ -127,10 +128,6 @@ class TrainConfig:
         return GPTConfig(vocab_size=vocab_size, dropout=self.dropout, **{k: getattr(self, k) for k in MODEL_FIELDS})
 
 
-class TrainingDiverged(RuntimeError):
-    """The loss or the gradient norm stopped being a finite number."""
-
-
 @dataclass
 class TrainResult:
     iter_num: int
@@ -212,7 +209,17 @@ def train(cfg: TrainConfig, log=print) -> TrainResult:
         f"{len(data.train):,} train / {len(data.val):,} val tokens, steps {it} -> {cfg.max_iters}"
         + (f", {world.size} ranks x grad_accum {cfg.grad_accum}" if world.size > 1 else ""))
 
+    readings = StepReadings(every_step=cfg.device == "cpu", out_dir=cfg.out_dir)
+
+    def read(r: StepReadings):
+        try:
+            return r.read()
+        except TrainingDiverged as e:
+            tlog.write({"event": "diverged", "iter": e.step, "loss": e.loss, "grad_norm": e.grad_norm})
+            raise
+
     def save(name: str) -> None:
+        read(readings)  # every step behind these weights was finite
         if not main:
             return
         rng = {"batches": batch_gen.bit_generator.state, "dropout": model.dropout_generator.bit_generator.state}
@@ -254,15 +261,11 @@ def train(cfg: TrainConfig, log=print) -> TrainResult:
             optimizer.set_lr(lr)
             loss_sum = accumulate_gradients(model, data, cfg, batch_gen, world, draws)
             if sum_gradients is not None:
-                loss_sum = float(sum_gradients([loss_sum])[0])
+                loss_sum = sum_gradients([float(loss_sum)])[0]
             norm = clip_grad_norm(params, cfg.grad_clip if cfg.grad_clip > 0 else math.inf)
-            if not (math.isfinite(loss_sum) and math.isfinite(norm)):
-                what = f"loss {loss_sum}" if not math.isfinite(loss_sum) else f"gradient norm {norm}"
-                tlog.write({"event": "diverged", "iter": it, "loss": loss_sum, "grad_norm": norm})
-                raise TrainingDiverged(
-                    f"{what} at step {it} (lr {lr:.3g}): training stopped; the checkpoints in {cfg.out_dir} hold the "
-                    "last good state. Try a lower --lr, a --grad-clip, or --dtype float64"
-                )
+            readings.add(it, lr, loss_sum, norm)
+            if readings.due(it, cfg):
+                loss_sum, norm = read(readings)
             optimizer.step()
             optimizer.zero_grad()
             it += 1

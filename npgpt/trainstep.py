@@ -30,6 +30,7 @@ import threading
 import numpy as np
 
 from . import dist
+from .backend import get_xp, to_numpy
 from .dist import World
 from .tensor import no_grad
 
@@ -93,14 +94,15 @@ def dropout_draws(model, data, cfg) -> int:
         model.train(was_training)
 
 
-def accumulate_gradients(model, data, cfg, batch_gen: np.random.Generator, world: World, draws: int) -> float:
+def accumulate_gradients(model, data, cfg, batch_gen: np.random.Generator, world: World, draws: int):
     """Forward and backward of this rank's micro-steps of one step (see the module docstring); the
-    gradients add up in each parameter's .grad. Returns this rank's sum of the scaled losses.
+    gradients add up in each parameter's .grad. Returns this rank's sum of the scaled losses as a
+    0-d float64 array on the model's device (summed there: reading it is StepReadings' business).
     `draws` is dropout_draws(...) (unused by one process)."""
     n, k = world.size, cfg.grad_accum * world.size
     bits = model.dropout_generator.bit_generator
     start = bits.state if n > 1 else None
-    loss_sum = 0.0
+    loss_sum = None
     for j in range(k):
         x, y = data.get_batch("train", cfg.batch_size, cfg.block_size, batch_gen)
         if j % n != world.rank:
@@ -111,7 +113,8 @@ def accumulate_gradients(model, data, cfg, batch_gen: np.random.Generator, world
         _, loss = model(x, y)
         loss = loss * (1.0 / k)
         loss.backward()
-        loss_sum += loss.item()
+        part = loss.data.astype("float64")  # float64, as summing Python floats did: the same bits
+        loss_sum = part if loss_sum is None else loss_sum + part
         if n > 1 and pcg64_distance(before, bits.state) != draws:
             raise RuntimeError(f"micro-step {j} drew {pcg64_distance(before, bits.state)} dropout values, "
                                f"not the {draws} measured at the start: the ranks' dropout masks would drift apart")
@@ -132,15 +135,69 @@ def estimate_loss(model, data, cfg, it: int, world: World | None = None) -> dict
         with no_grad():
             for s, split in enumerate(("train", "val")):
                 g = np.random.default_rng([cfg.seed, 3, it, s])
-                losses = np.zeros(cfg.eval_iters)  # (eval_iters,) float64
+                mine, values = [], []  # this rank's batch numbers and their losses, left on the device
                 for i in range(cfg.eval_iters):
                     x, y = data.get_batch(split, cfg.batch_size, cfg.block_size, g)
                     if i % world.size == world.rank:
-                        losses[i] = model(x, y)[1].item()
+                        mine.append(i)
+                        values.append(model(x, y)[1].data)
+                losses = np.zeros(cfg.eval_iters)  # (eval_iters,) float64
+                if values:  # one transfer for the split
+                    losses[mine] = to_numpy(get_xp(values[0]).stack(values)).astype(np.float64)
                 out[split] = float(np.mean(world.allreduce_sum(losses)))
     finally:
         model.train(was_training)
     return out
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss or the gradient norm stopped being a finite number."""
+
+    def __init__(self, message: str, step: int, loss: float, grad_norm: float):
+        super().__init__(message)
+        self.step, self.loss, self.grad_norm = step, loss, grad_norm
+
+
+class StepReadings:
+    """Each step's loss and gradient norm, left where they were computed until they are read.
+
+    On a GPU reading a number waits for the device, so the training loop reads the pending steps
+    together, in one transfer, only when it needs them: at log steps, before an evaluation or a
+    checkpoint, and at the end. On the CPU reading is free and every step is read before its update.
+    Reading checks every pending step in order and raises TrainingDiverged for the first whose loss
+    or norm is not finite, before any file is written from the weights that followed it (on a GPU
+    up to log_interval - 1 updates may have run past it by then: the model in memory is spoiled, the
+    files on disk are the last good state either way).
+    """
+
+    def __init__(self, every_step: bool, out_dir: str):
+        self.every_step, self.out_dir = every_step, out_dir
+        self.pending = []  # (step, lr, loss, norm), loss and norm 0-d arrays on the device
+
+    def add(self, step: int, lr: float, loss, norm) -> None:
+        self.pending.append((step, lr, loss, norm))
+
+    def due(self, step: int, cfg) -> bool:
+        """Whether `step` (0-based, before its update) must be read now."""
+        after = step + 1
+        return (self.every_step or after % cfg.log_interval == 0 or after % cfg.eval_interval == 0
+                or after >= cfg.max_iters)
+
+    def read(self) -> tuple[float, float] | None:
+        """(loss, norm) of the last pending step as floats, after checking every pending step."""
+        if not self.pending:
+            return None
+        values = [v for _, _, loss, norm in self.pending for v in (loss, norm)]
+        xp = get_xp(*values)
+        host = to_numpy(xp.stack([xp.asarray(v, dtype=xp.float64) for v in values])).reshape(-1, 2)  # one transfer
+        steps, self.pending = self.pending, []
+        for (step, lr, _, _), (loss, norm) in zip(steps, host):
+            if not (np.isfinite(loss) and np.isfinite(norm)):
+                what = f"loss {loss}" if not np.isfinite(loss) else f"gradient norm {norm}"
+                raise TrainingDiverged(
+                    f"{what} at step {step} (lr {lr:.3g}): training stopped; the checkpoints in {self.out_dir} hold "
+                    "the last good state. Try a lower --lr, a --grad-clip, or --dtype float64", step, float(loss), float(norm))
+        return float(host[-1, 0]), float(host[-1, 1])
 
 
 class StopFlag:
