@@ -13,7 +13,7 @@ $(VENV)/.base: pyproject.toml
 
 # The test extras pin torch==2.13.0: its CPU build installs from the machine's disk.
 $(VENV)/.test: $(VENV)/.base pyproject.toml
-	$(PIP) install -q -e '.[train,test]'
+	$(PIP) install -q -e '.[train,test,dist]'
 	touch $@
 
 train: $(VENV)/.base
@@ -25,9 +25,19 @@ test: $(VENV)/.test
 test-thorough: $(VENV)/.test
 	HYPOTHESIS_PROFILE=thorough $(PY) -m pytest -q -p no:cacheprovider
 
+# On a GPU machine with network: the venv plus CuPy. On one without (a CUDA image that already holds
+# CuPy, torch, transformers, pytest and hypothesis): make test-gpu GPU_PYTHON=python3 uses it as it is.
+GPU_PYTHON ?=
+ifeq ($(GPU_PYTHON),)
 test-gpu: $(VENV)/.test
 	$(PIP) install -q -e '.[gpu]'
 	$(PY) -m pytest -q -p no:cacheprovider -m gpu
+	$(PY) bench/bench_train.py --device cuda
+else
+test-gpu:
+	PYTHONPATH=$(CURDIR) $(GPU_PYTHON) -m pytest -q -p no:cacheprovider -m gpu
+	PYTHONPATH=$(CURDIR) $(GPU_PYTHON) bench/bench_train.py --device cuda
+endif
 
 gradcheck: $(VENV)/.base
 	$(PY) -m npgpt.cli gradcheck

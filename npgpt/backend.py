@@ -48,6 +48,15 @@ def cuda_available() -> bool:
     return True
 
 
+def select_cuda_device(index: int) -> int:
+    """Make GPU `index % (number of GPUs)` CuPy's current device for this process (a data-parallel
+    rank calls it with its rank on the machine before building its model); returns that GPU's id."""
+    cupy = _import_cupy()
+    gpu = int(index) % cupy.cuda.runtime.getDeviceCount()
+    cupy.cuda.Device(gpu).use()
+    return gpu
+
+
 def default_device() -> str:
     """$NPGPT_DEVICE when set, else 'cpu' (not yet checked: resolve_device checks)."""
     return os.environ.get("NPGPT_DEVICE") or "cpu"

@@ -40,21 +40,26 @@ def _run_demo(args) -> int:
     return _guarded("demo", lambda: run_demo(args.root, args.max_iters))
 
 
-def _guarded(name: str, fn) -> int:
-    """Run fn(); a user error prints one line and gives exit status 2, a diverged run 1, Ctrl-C 130."""
+def _guarded(name: str, fn, on_error=None) -> int:
+    """Run fn(); a user error prints one line and gives exit status 2, a diverged run 1, Ctrl-C 130.
+    on_error(status), when given, is called after the message (a rank of a data-parallel run aborts
+    the whole job there)."""
     from .train import TrainingDiverged  # noqa: PLC0415
 
     try:
         return fn()
     except TrainingDiverged as e:
         print(f"npgpt {name}: {e}", file=sys.stderr)
-        return 1
+        code = 1
     except (ValueError, RuntimeError, OSError) as e:
         print(f"npgpt {name}: error: {e}", file=sys.stderr)
-        return 2
+        code = 2
     except KeyboardInterrupt:  # a second Ctrl-C during training, or one outside it
         print(f"npgpt {name}: interrupted", file=sys.stderr)
-        return 130
+        code = 130
+    if on_error is not None:
+        on_error(code)
+    return code
 
 
 def _add_prepare(p: argparse.ArgumentParser) -> None:
@@ -90,17 +95,34 @@ def _add_train(p: argparse.ArgumentParser) -> None:
     from .train import TrainConfig  # noqa: PLC0415
 
     p.add_argument("--config", help="a .toml or .json file of TrainConfig fields; flags override it")
+    p.add_argument("--nproc", type=int, help="data-parallel: run N ranks through mpiexec (needs npgpt[dist]); "
+                   "equals one process with grad_accum x N. Each rank gets cores/N BLAS threads unless "
+                   "OMP_NUM_THREADS is set")
     add_flags(p, TrainConfig)
 
 
 def _run_train(args) -> int:
+    from . import dist  # noqa: PLC0415
     from .train import config_from_cli, train  # noqa: PLC0415
 
     def run():
         result = train(config_from_cli(args))
         return 130 if result.interrupted else 0
 
-    return _guarded("train", run)
+    def ranks_or_launch():
+        size = dist.launched_size()
+        if args.nproc is not None and size == 1 and args.nproc != 1:  # not under mpiexec yet: start N ranks
+            return dist.launch(args.nproc, args.argv)  # mpiexec's exit status
+        if args.nproc is not None and args.nproc != size:
+            raise ValueError(f"--nproc {args.nproc}, but mpiexec started {size} processes")
+        return dist.world()
+
+    world = _guarded("train", ranks_or_launch)
+    if isinstance(world, int):
+        return world
+    if world.size == 1:
+        return _guarded("train", run)
+    return dist.guard(world, lambda: _guarded(f"train (rank {world.rank} of {world.size})", run, on_error=world.abort))
 
 
 def _add_sample(p: argparse.ArgumentParser) -> None:
@@ -209,7 +231,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv  # `train --nproc N` starts N copies of this command line
     return COMMANDS[args.command][2](args)
 
 

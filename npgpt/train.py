@@ -7,7 +7,9 @@
           moves the training stream); better val -> best.safetensors; always_save_checkpoint -> ckpt.safetensors
       stop at max_iters (saving ckpt.safetensors), or after Ctrl-C (saving ckpt.safetensors)
       lr = cosine_lr(it) (or lr when decay_lr is off)
-      grad_accum micro-batches: loss / grad_accum, backward (gradients add up)
+      grad_accum micro-batches: loss / grad_accum, backward (gradients add up); with N ranks
+          (dist.py) rank r runs micro-batches r, r + N, ... of grad_accum x N, and one Allreduce
+          sums the gradients (trainstep.py says how that equals one process)
       loss or gradient norm not finite -> TrainingDiverged naming the step; the files on disk are
           the last good state
       clip the gradient norm to grad_clip (0: no clipping), AdamW step, it += 1
@@ -22,21 +24,22 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-import signal
-import threading
 import time
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from .backend import DEVICES, DTYPES, default_device
+from . import dist
+from .backend import DEVICES, DTYPES, default_device, select_cuda_device
 from .checkpoint import BEST, LATEST, load_checkpoint, save_checkpoint
 from .data import TokenData
 from .loading import model_from_checkpoint
 from .model import GPT, GPTConfig
 from .optim import clip_grad_norm, configure_optimizer, cosine_lr
-from .tensor import no_grad
 from .trainlog import Progress, TrainLog, plot_losses, read_log  # noqa: F401 - read_log re-exported
+from .trainstep import (NoLog, StepReadings, StopFlag, accumulate_gradients, check_replicas, dropout_draws,
+                        estimate_loss, refuse_mismatch)
+from .trainstep import TrainingDiverged  # noqa: F401 - raised here, re-exported for callers
 
 MODEL_FIELDS = ("n_layer", "n_head", "n_embd", "block_size", "bias", "pos_encoding", "activation", "tie_embeddings")
 
@@ -125,10 +128,6 @@ class TrainConfig:
         return GPTConfig(vocab_size=vocab_size, dropout=self.dropout, **{k: getattr(self, k) for k in MODEL_FIELDS})
 
 
-class TrainingDiverged(RuntimeError):
-    """The loss or the gradient norm stopped being a finite number."""
-
-
 @dataclass
 class TrainResult:
     iter_num: int
@@ -176,47 +175,17 @@ def _start(cfg: TrainConfig, data: TokenData, log):
     return cfg, model, ckpt
 
 
-def estimate_loss(model: GPT, data: TokenData, cfg: TrainConfig, it: int) -> dict:
-    """Mean loss over eval_iters batches of each split, in eval mode under no_grad; train mode after."""
-    was_training = model.training
-    model.eval()
-    out = {}
-    try:
-        with no_grad():
-            for k, split in enumerate(("train", "val")):
-                g = np.random.default_rng([cfg.seed, 3, it, k])
-                losses = [model(*data.get_batch(split, cfg.batch_size, cfg.block_size, g))[1].item()
-                          for _ in range(cfg.eval_iters)]
-                out[split] = float(np.mean(losses))
-    finally:
-        model.train(was_training)
-    return out
-
-
-class _StopFlag:
-    """Ctrl-C sets a flag the loop checks between steps; a second Ctrl-C interrupts at once."""
-
-    def __init__(self):
-        self.set = False
-        self._old = None
-
-    def __enter__(self):
-        if threading.current_thread() is threading.main_thread():
-            self._old = signal.signal(signal.SIGINT, self._handle)
-        return self
-
-    def _handle(self, signum, frame):
-        if self.set:
-            raise KeyboardInterrupt
-        self.set = True
-
-    def __exit__(self, *exc):
-        if self._old is not None:
-            signal.signal(signal.SIGINT, self._old)
-
-
 def train(cfg: TrainConfig, log=print) -> TrainResult:
-    """Train as cfg says; see the module docstring. Raises TrainingDiverged on a non-finite loss."""
+    """Train as cfg says; see the module docstring. Raises TrainingDiverged on a non-finite loss.
+
+    Started under MPI with N > 1 ranks (see dist.py), this is one rank of a data-parallel run that
+    equals one process with grad_accum x N (see trainstep.py); rank 0 alone prints and writes files.
+    """
+    world = dist.world()
+    main = world.rank == 0
+    log = log if main else (lambda *a, **k: None)
+    if cfg.device == "cuda" and world.size > 1:
+        select_cuda_device(world.local_rank)
     data = TokenData(cfg.data_dir)
     cfg, model, ckpt = _start(cfg, data, log)
     data.check_block_size(cfg.block_size)
@@ -229,28 +198,47 @@ def train(cfg: TrainConfig, log=print) -> TrainResult:
         batch_gen.bit_generator.state = ckpt.rng["batches"]
         model.dropout_generator.bit_generator.state = ckpt.rng["dropout"]
         it, best = ckpt.iter_num, ckpt.best_val_loss
-    os.makedirs(cfg.out_dir, exist_ok=True)
-    data.tokenizer.save(os.path.join(cfg.out_dir, "tokenizer.json"))
-    tlog = TrainLog(os.path.join(cfg.out_dir, "log.jsonl"), append=cfg.init_from == "resume")
-    tlog.write({"event": "start", "iter": it, "config": dataclasses.asdict(cfg), "params": model.num_params()})
+    refuse_mismatch(world, cfg, data, model, batch_gen, it)  # also: every rank has read the checkpoint
+    if main:
+        os.makedirs(cfg.out_dir, exist_ok=True)
+        data.tokenizer.save(os.path.join(cfg.out_dir, "tokenizer.json"))
+    tlog = TrainLog(os.path.join(cfg.out_dir, "log.jsonl"), append=cfg.init_from == "resume") if main else NoLog()
+    tlog.write({"event": "start", "iter": it, "config": dataclasses.asdict(cfg), "params": model.num_params(),
+                "ranks": world.size})
     log(f"{model.num_params():,} parameters, {data.vocab_size} tokens in the vocabulary, "
-        f"{len(data.train):,} train / {len(data.val):,} val tokens, steps {it} -> {cfg.max_iters}")
+        f"{len(data.train):,} train / {len(data.val):,} val tokens, steps {it} -> {cfg.max_iters}"
+        + (f", {world.size} ranks x grad_accum {cfg.grad_accum}" if world.size > 1 else ""))
+
+    readings = StepReadings(every_step=cfg.device == "cpu", out_dir=cfg.out_dir)
+
+    def read(r: StepReadings):
+        try:
+            return r.read()
+        except TrainingDiverged as e:
+            tlog.write({"event": "diverged", "iter": e.step, "loss": e.loss, "grad_norm": e.grad_norm})
+            raise
 
     def save(name: str) -> None:
+        read(readings)  # every step behind these weights was finite
+        if not main:
+            return
         rng = {"batches": batch_gen.bit_generator.state, "dropout": model.dropout_generator.bit_generator.state}
         save_checkpoint(os.path.join(cfg.out_dir, name), model=model, optimizer=optimizer, iter_num=it,
                         best_val_loss=best, train_config=cfg, rng=rng, tokenizer=data.tokenizer)
 
     params = model.parameters()
-    tokens_per_step = cfg.batch_size * cfg.block_size * cfg.grad_accum
+    sum_gradients = dist.GradientSum(params, world) if world.size > 1 else None
+    draws = dropout_draws(model, data, cfg) if world.size > 1 else 0
+    tokens_per_step = cfg.batch_size * cfg.block_size * cfg.grad_accum * world.size
     last_eval, interrupted = None, False
-    progress = Progress(it, cfg.max_iters, enabled=cfg.progress, log=log)
+    progress = Progress(it, cfg.max_iters, enabled=cfg.progress and main, log=log)
     t_last, it_last = time.perf_counter(), it
     model.train()
-    with _StopFlag() as stop, progress, tlog:
+    with StopFlag() as stop, progress, tlog:
         while True:
             if it % cfg.eval_interval == 0 or it == cfg.max_iters:
-                losses = estimate_loss(model, data, cfg, it)
+                check_replicas(world, model, it)
+                losses = estimate_loss(model, data, cfg, it, world)
                 last_eval = {"event": "eval", "iter": it, "train_loss": losses["train"], "val_loss": losses["val"]}
                 tlog.write(last_eval)
                 progress.note(f"step {it}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
@@ -261,8 +249,9 @@ def train(cfg: TrainConfig, log=print) -> TrainResult:
                     if cfg.always_save_checkpoint:
                         save(LATEST)
                 t_last, it_last = time.perf_counter(), it  # tokens/s counts training time only
-            if it >= cfg.max_iters or stop.set:
-                interrupted = stop.set and it < cfg.max_iters
+            stopping = world.any(stop.set)  # Ctrl-C on any rank stops all of them after the same step
+            if it >= cfg.max_iters or stopping:
+                interrupted = stopping and it < cfg.max_iters
                 save(LATEST)
                 if interrupted:
                     progress.note(f"interrupted: saved step {it} to {os.path.join(cfg.out_dir, LATEST)}; "
@@ -270,21 +259,13 @@ def train(cfg: TrainConfig, log=print) -> TrainResult:
                 break
             lr = cfg.lr_at(it)
             optimizer.set_lr(lr)
-            loss_sum = 0.0
-            for _ in range(cfg.grad_accum):
-                x, y = data.get_batch("train", cfg.batch_size, cfg.block_size, batch_gen)
-                loss = model(x, y)[1]  # the logits go with the graph at backward, not at the next forward
-                loss = loss * (1.0 / cfg.grad_accum)
-                loss.backward()
-                loss_sum += loss.item()
+            loss_sum = accumulate_gradients(model, data, cfg, batch_gen, world, draws)
+            if sum_gradients is not None:
+                loss_sum = sum_gradients([float(loss_sum)])[0]
             norm = clip_grad_norm(params, cfg.grad_clip if cfg.grad_clip > 0 else math.inf)
-            if not (math.isfinite(loss_sum) and math.isfinite(norm)):
-                what = f"loss {loss_sum}" if not math.isfinite(loss_sum) else f"gradient norm {norm}"
-                tlog.write({"event": "diverged", "iter": it, "loss": loss_sum, "grad_norm": norm})
-                raise TrainingDiverged(
-                    f"{what} at step {it} (lr {lr:.3g}): training stopped; the checkpoints in {cfg.out_dir} hold the "
-                    "last good state. Try a lower --lr, a --grad-clip, or --dtype float64"
-                )
+            readings.add(it, lr, loss_sum, norm)
+            if readings.due(it, cfg):
+                loss_sum, norm = read(readings)
             optimizer.step()
             optimizer.zero_grad()
             it += 1
@@ -296,8 +277,9 @@ def train(cfg: TrainConfig, log=print) -> TrainResult:
                 tlog.write({"event": "step", "iter": it, "loss": loss_sum, "lr": lr, "grad_norm": norm,
                             "tokens_per_s": tps})
                 progress.step_line(it, loss_sum, lr, tps)
-    if cfg.plot:
+    if cfg.plot and main:
         plot_losses(cfg.out_dir, log=log)
+    world.barrier()  # no rank leaves before rank 0 has written its files
     return TrainResult(it, best, last_eval, interrupted, model, cfg)
 
 

@@ -267,3 +267,64 @@ def test_output_that_is_not_a_terminal_gets_plain_lines(tmp_path, data_dir, monk
     train(tiny(tmp_path, data_dir, "plain", progress=True, max_iters=4), log=messages.append)
     assert not created
     assert any(m.startswith("step 4/4: loss") for m in messages)
+
+
+class _ReadLikeAGpu:
+    """StepReadings as the loop makes them on a GPU (read at log steps, evaluations, saves and the
+    end, not every step), counting the transfers."""
+
+    transfers = 0
+
+    def __new__(cls, every_step, out_dir):
+        from npgpt.trainstep import StepReadings
+
+        readings = StepReadings(False, out_dir)
+        real = readings.read
+
+        def read():
+            if readings.pending:
+                cls.transfers += 1
+            return real()
+
+        readings.read = read
+        return readings
+
+
+def test_reading_losses_only_when_logging_changes_nothing(tmp_path, data_dir, monkeypatch):
+    """On a GPU the loop reads the loss and gradient norm back only at log steps, evaluations and
+    saves: the run and its log are the same bits as reading every step."""
+    every = train(tiny(tmp_path, data_dir, "every", log_interval=3, eval_interval=6, max_iters=12), **quiet)
+    monkeypatch.setattr("npgpt.train.StepReadings", _ReadLikeAGpu)
+    _ReadLikeAGpu.transfers = 0
+    lazy = train(tiny(tmp_path, data_dir, "lazy", log_interval=3, eval_interval=6, max_iters=12), **quiet)
+    assert _ReadLikeAGpu.transfers == 4  # steps 3, 6, 9, 12: not 12
+    assert_same_weights(weights(every.config.out_dir), weights(lazy.config.out_dir))
+    strip = lambda recs: [{k: v for k, v in r.items() if k not in ("tokens_per_s", "config", "time")} for r in recs]  # noqa: E731
+    assert strip(read_log(every.config.out_dir)) == strip(read_log(lazy.config.out_dir))
+
+
+def test_nan_found_late_still_names_its_step_and_keeps_the_files(tmp_path, data_dir, monkeypatch):
+    """Read at log steps only, a NaN at step 6 is found at step 7's reading (log_interval 4), after
+    the update of step 6 has run: the error still names step 6 and no file holds the spoiled weights."""
+    monkeypatch.setattr("npgpt.train.StepReadings", _ReadLikeAGpu)
+    cfg = tiny(tmp_path, data_dir, always_save_checkpoint=True, log_interval=4, eval_interval=4)
+    real = GPT.forward
+    calls = {"n": 0}
+
+    def forward(self, idx, targets=None):
+        logits, loss = real(self, idx, targets)
+        if self.training:
+            calls["n"] += 1
+            if calls["n"] == 7:  # step 6
+                loss = loss * float("nan")
+        return logits, loss
+
+    monkeypatch.setattr(GPT, "forward", forward)
+    with pytest.raises(TrainingDiverged, match=r"loss nan at step 6 .*last good state"):
+        train(cfg, **quiet)
+    assert calls["n"] == 8, "steps 6 and 7 ran before the reading at step 7"
+    latest = ck.load_checkpoint(os.path.join(cfg.out_dir, ck.LATEST))
+    assert latest.iter_num == 4
+    assert all(np.isfinite(v).all() for v in latest.model_state.values())
+    last = read_log(cfg.out_dir)[-1]
+    assert (last["event"], last["iter"], last["loss"]) == ("diverged", 6, None)

@@ -1,0 +1,261 @@
+"""One step's micro-batches and one evaluation, for one process or for one rank of N.
+
+The rule that makes N ranks equal one process: with grad_accum k on N ranks, a step has K = k N
+micro-steps j = 0 .. K-1, the micro-steps of one process with grad_accum K. Rank r runs
+j = r, r + N, r + 2N, ...; each micro-step's loss is scaled by 1/K, so the gradients summed over
+the ranks are the one process's gradient up to the order of that sum.
+
+  batches   every rank draws all K micro-batches from the one batch generator and keeps its own,
+            so the generator's state is the same on every rank (and in a checkpoint).
+  dropout   every micro-step draws the same number D of values from the dropout generator (the
+            shapes do not change); rank r moves the generator to start + j D before micro-step j
+            and to start + K D after the step, with PCG64's advance(), so the masks of micro-step
+            j are the one process's. D is measured once with a no-grad forward (pcg64_distance),
+            and each micro-step checks that it drew exactly D.
+  eval      batch i of eval_iters runs on rank i % N; the per-batch losses are summed into one
+            vector (each entry comes from one rank, so that sum is exact) and averaged as one
+            process averages them: the same bits.
+
+With N = 1 all of this reduces to the plain loop: the same draws in the same order.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import signal
+import threading
+
+import numpy as np
+
+from . import dist
+from .backend import get_xp, to_numpy
+from .dist import World
+from .tensor import no_grad
+
+# numpy's PCG64: the state moves by s -> M s + inc (mod 2^128), one step per 64-bit draw.
+_PCG64_MULTIPLIER = 0x2360ED051FC65DA44385DF649FCCF645
+_MASK128 = (1 << 128) - 1
+
+
+def _pcg64_state(state: dict) -> tuple[int, int]:
+    if state.get("bit_generator") != "PCG64" or state.get("has_uint32"):
+        raise RuntimeError(f"data-parallel dropout needs a PCG64 generator with no buffered 32-bit draw, "
+                           f"got {state.get('bit_generator')!r} (has_uint32={state.get('has_uint32')})")
+    return state["state"]["state"], state["state"]["inc"]
+
+
+def pcg64_distance(start: dict, end: dict) -> int:
+    """How many 64-bit draws lead from PCG64 state `start` to state `end` (advance()'s inverse).
+
+    The LCG f(s) = M s + c (mod 2^128) has full period (c odd, M = 1 mod 4), so f^(2^i) leaves the
+    low i bits of a state alone and flips bit i. Build d from the bottom bit up: bit i of d is 1
+    exactly when bit i of the current state differs from `end`'s, and then f^(2^i) is applied.
+    f^(2^i) is s -> M_i s + c_i with M_0 = M, c_0 = c, M_{i+1} = M_i^2, c_{i+1} = (M_i + 1) c_i.
+    """
+    s, inc = _pcg64_state(start)
+    target, inc_end = _pcg64_state(end)
+    if inc != inc_end:
+        raise RuntimeError("pcg64_distance: the two states belong to different PCG64 streams")
+    mult, plus, d, bit = _PCG64_MULTIPLIER, inc, 0, 1
+    while s != target:
+        if (s ^ target) & bit:
+            s = (mult * s + plus) & _MASK128
+            d |= bit
+        plus = ((mult + 1) * plus) & _MASK128
+        mult = (mult * mult) & _MASK128
+        bit <<= 1
+    return d
+
+
+def _seek(bit_generator, start: dict, draws: int) -> None:
+    """Put the generator `draws` 64-bit draws past the state `start`."""
+    bit_generator.state = start
+    if draws:
+        bit_generator.advance(draws)
+
+
+def dropout_draws(model, data, cfg) -> int:
+    """D: the 64-bit draws one training micro-step takes from model.dropout_generator (0 without
+    dropout), measured with a no-grad forward on a throwaway batch; the generator is put back."""
+    if model.config.dropout == 0:
+        return 0
+    bits = model.dropout_generator.bit_generator
+    start, was_training = bits.state, model.training
+    x, y = data.get_batch("train", cfg.batch_size, cfg.block_size, np.random.default_rng(0))
+    model.train()
+    try:
+        with no_grad():
+            model(x, y)
+        return pcg64_distance(start, bits.state)
+    finally:
+        bits.state = start
+        model.train(was_training)
+
+
+def accumulate_gradients(model, data, cfg, batch_gen: np.random.Generator, world: World, draws: int):
+    """Forward and backward of this rank's micro-steps of one step (see the module docstring); the
+    gradients add up in each parameter's .grad. Returns this rank's sum of the scaled losses as a
+    0-d float64 array on the model's device (summed there: reading it is StepReadings' business).
+    `draws` is dropout_draws(...) (unused by one process)."""
+    n, k = world.size, cfg.grad_accum * world.size
+    bits = model.dropout_generator.bit_generator
+    start = bits.state if n > 1 else None
+    loss_sum = None
+    for j in range(k):
+        x, y = data.get_batch("train", cfg.batch_size, cfg.block_size, batch_gen)
+        if j % n != world.rank:
+            continue
+        if n > 1:
+            _seek(bits, start, j * draws)
+            before = bits.state
+        _, loss = model(x, y)
+        loss = loss * (1.0 / k)
+        loss.backward()
+        part = loss.data.astype("float64")  # float64, as summing Python floats did: the same bits
+        loss_sum = part if loss_sum is None else loss_sum + part
+        if n > 1 and pcg64_distance(before, bits.state) != draws:
+            raise RuntimeError(f"micro-step {j} drew {pcg64_distance(before, bits.state)} dropout values, "
+                               f"not the {draws} measured at the start: the ranks' dropout masks would drift apart")
+    if n > 1:
+        _seek(bits, start, k * draws)
+    return loss_sum
+
+
+def estimate_loss(model, data, cfg, it: int, world: World | None = None) -> dict:
+    """Mean loss over eval_iters batches of each split, in eval mode under no_grad; train mode after.
+    The batches come from a generator seeded by (seed, it, split), so evaluating never moves the
+    training stream; with N ranks, batch i runs on rank i % N."""
+    world = world or World()
+    was_training = model.training
+    model.eval()
+    out = {}
+    try:
+        with no_grad():
+            for s, split in enumerate(("train", "val")):
+                g = np.random.default_rng([cfg.seed, 3, it, s])
+                mine, values = [], []  # this rank's batch numbers and their losses, left on the device
+                for i in range(cfg.eval_iters):
+                    x, y = data.get_batch(split, cfg.batch_size, cfg.block_size, g)
+                    if i % world.size == world.rank:
+                        mine.append(i)
+                        values.append(model(x, y)[1].data)
+                losses = np.zeros(cfg.eval_iters)  # (eval_iters,) float64
+                if values:  # one transfer for the split
+                    losses[mine] = to_numpy(get_xp(values[0]).stack(values)).astype(np.float64)
+                out[split] = float(np.mean(world.allreduce_sum(losses)))
+    finally:
+        model.train(was_training)
+    return out
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss or the gradient norm stopped being a finite number."""
+
+    def __init__(self, message: str, step: int, loss: float, grad_norm: float):
+        super().__init__(message)
+        self.step, self.loss, self.grad_norm = step, loss, grad_norm
+
+
+class StepReadings:
+    """Each step's loss and gradient norm, left where they were computed until they are read.
+
+    On a GPU reading a number waits for the device, so the training loop reads the pending steps
+    together, in one transfer, only when it needs them: at log steps, before an evaluation or a
+    checkpoint, and at the end. On the CPU reading is free and every step is read before its update.
+    Reading checks every pending step in order and raises TrainingDiverged for the first whose loss
+    or norm is not finite, before any file is written from the weights that followed it (on a GPU
+    up to log_interval - 1 updates may have run past it by then: the model in memory is spoiled, the
+    files on disk are the last good state either way).
+    """
+
+    def __init__(self, every_step: bool, out_dir: str):
+        self.every_step, self.out_dir = every_step, out_dir
+        self.pending = []  # (step, lr, loss, norm), loss and norm 0-d arrays on the device
+
+    def add(self, step: int, lr: float, loss, norm) -> None:
+        self.pending.append((step, lr, loss, norm))
+
+    def due(self, step: int, cfg) -> bool:
+        """Whether `step` (0-based, before its update) must be read now."""
+        after = step + 1
+        return (self.every_step or after % cfg.log_interval == 0 or after % cfg.eval_interval == 0
+                or after >= cfg.max_iters)
+
+    def read(self) -> tuple[float, float] | None:
+        """(loss, norm) of the last pending step as floats, after checking every pending step."""
+        if not self.pending:
+            return None
+        values = [v for _, _, loss, norm in self.pending for v in (loss, norm)]
+        xp = get_xp(*values)
+        host = to_numpy(xp.stack([xp.asarray(v, dtype=xp.float64) for v in values])).reshape(-1, 2)  # one transfer
+        steps, self.pending = self.pending, []
+        for (step, lr, _, _), (loss, norm) in zip(steps, host):
+            if not (np.isfinite(loss) and np.isfinite(norm)):
+                what = f"loss {loss}" if not np.isfinite(loss) else f"gradient norm {norm}"
+                raise TrainingDiverged(
+                    f"{what} at step {step} (lr {lr:.3g}): training stopped; the checkpoints in {self.out_dir} hold "
+                    "the last good state. Try a lower --lr, a --grad-clip, or --dtype float64", step, float(loss), float(norm))
+        return float(host[-1, 0]), float(host[-1, 1])
+
+
+class StopFlag:
+    """Ctrl-C sets a flag the loop checks between steps; a second Ctrl-C interrupts at once."""
+
+    def __init__(self):
+        self.set = False
+        self._old = None
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self._old = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        if self.set:
+            raise KeyboardInterrupt
+        self.set = True
+
+    def __exit__(self, *exc):
+        if self._old is not None:
+            signal.signal(signal.SIGINT, self._old)
+
+
+class NoLog:
+    """log.jsonl for ranks other than 0: writes nothing."""
+
+    def write(self, record: dict) -> None:
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        pass
+
+
+def refuse_mismatch(world: World, cfg, data, model, batch_gen, it: int) -> None:
+    """ValueError on every rank unless all ranks have the same config, data files and starting state."""
+    if world.size == 1:
+        return
+    files = [os.path.join(data.data_dir, n) for n in ("meta.json", "tokenizer.json", "train.bin", "val.bin")]
+    start = {"iter": it, "batches": batch_gen.bit_generator.state, "dropout": model.dropout_generator.bit_generator.state}
+    dist.check_same(world, {
+        "config": {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("data_dir", "out_dir")},
+        "data files": dist.file_digest(files),
+        "starting weights": dist.array_digest(p.data for p in model.parameters()),
+        "starting step and generators": json.dumps(start, sort_keys=True),
+    })
+
+
+def check_replicas(world: World, model, it: int) -> None:
+    """RuntimeError unless every rank holds the same weights: a safety net under the assumption that
+    the Allreduce hands every rank the same bits (MPI advises it, and MPICH does it)."""
+    if world.size == 1:
+        return
+    digests = world.allgather(dist.array_digest(p.data for p in model.parameters()))
+    if len(set(digests)) > 1:
+        differ = [r for r, d in enumerate(digests) if d != digests[0]]
+        raise RuntimeError(f"at step {it} rank(s) {', '.join(map(str, differ))} hold weights that differ from rank 0's: "
+                           "the gradient sum was not the same on every rank; the checkpoints hold the last good state")
