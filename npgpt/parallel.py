@@ -228,6 +228,13 @@ def keep_freed_memory() -> bool:
 KEPT_FREED_MEMORY = keep_freed_memory()
 
 
+def run_serial(fn, blocks) -> list:
+    """run() on the calling thread: for blocks that are chains of short ufunc calls, which spend
+    more time handing the GIL back and forth than a second core gives them (baby GELU + gelu':
+    28.9 ms on one thread, 40.2 ms on two; layernorm forward + backward: 14.6 vs 18.9 ms)."""
+    return [fn(i0, i1) for i0, i1 in blocks]
+
+
 def sum_in_order(parts):
     """parts[0] + parts[1] + ... left to right: a sum over blocks whose bits do not depend on threads."""
     it = iter(parts)

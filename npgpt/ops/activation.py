@@ -88,9 +88,9 @@ _BLOCK = 1 << 15  # elements per block in gelu_with_grad on the CPU: a block's f
 def gelu_with_grad(x, approximate: str, grad: bool, overwrite: bool = False):
     """(y, d): y = gelu(x) and, when `grad`, d = gelu'(x) (else None), x of shape (..., H).
 
-    The same formulas as gelu_forward and gelu_grad, computed block by block of rows on the thread
-    pool (`_gelu_rows`), so each block's passes stay in cache instead of streaming whole (N, H)
-    arrays through memory once per pass. `overwrite=True` lets the result reuse x's buffer (x is
+    The same formulas as gelu_forward and gelu_grad, computed block by block of rows (`_gelu_rows`;
+    on the calling thread, see parallel.run_serial), so each block's passes stay in cache instead
+    of streaming whole (N, H) arrays through memory once per pass. `overwrite=True` lets the result reuse x's buffer (x is
     destroyed): d when `grad`, else y.
     """
     xp = get_xp(x)
@@ -102,7 +102,7 @@ def gelu_with_grad(x, approximate: str, grad: bool, overwrite: bool = False):
     def rows(i0, i1):
         _gelu_rows(xp, x2[i0:i1], y[i0:i1], None if d is None else d[i0:i1], approximate)
 
-    parallel.run(rows, row_blocks(xp, x2.shape[0], H, _BLOCK), x2.size)
+    parallel.run_serial(rows, row_blocks(xp, x2.shape[0], H, _BLOCK))
     return y.reshape(x.shape), (d.reshape(x.shape) if grad else None)
 
 
