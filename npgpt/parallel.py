@@ -44,6 +44,7 @@ def _find_blas():
         pass
     else:
         libs = [c for c in ThreadpoolController().lib_controllers if c.user_api == "blas"]
+        libs = [c for c in libs if "numpy" in str(c.filepath)] or libs  # NumPy's own first
         if libs:
             return (lambda: libs[0].num_threads), (lambda n: [c.set_num_threads(n) for c in libs])
     import numpy as np  # noqa: PLC0415 - the CPU backend
