@@ -20,6 +20,7 @@ import numpy as np
 from . import functional as F
 from .backend import get_xp, resolve_device, resolve_dtype, rng, to_device, to_numpy
 from .nn import Block, Embedding, LayerNorm, Module, ModuleList, Parameter
+from .parallel import keep_freed_memory
 from .tensor import Tensor
 
 POS_ENCODINGS = ("learned", "sinusoidal")
@@ -101,6 +102,8 @@ class GPT(Module):
         object.__setattr__(self, "config", config)
         object.__setattr__(self, "dtype", resolve_dtype(dtype))
         object.__setattr__(self, "device", resolve_device(device))
+        if self.device == "cpu":
+            keep_freed_memory()  # training re-allocates the same large arrays every step
         c, dt, dev = config, self.dtype, self.device
         t = Module()
         t.wte = Embedding(c.vocab_size, c.n_embd, dt, dev, init=False)  # every layer filled by _init_weights
