@@ -74,3 +74,30 @@ def check_parity(np_fn, torch_fn, args: dict, *, dtype: str = "float64", xp=np, 
             assert_close(t.grad, theirs[name].grad, dtype, f"grad of {name}")
             assert t.grad.dtype == np_dtype, f"grad of {name}: dtype {t.grad.dtype}, inputs are {dtype}"
     return y, yt
+
+
+def gpt_configs(max_vocab: int = 97, max_block: int = 32, max_layers: int = 3, max_head_size: int = 16,
+                dropouts=(0.0,)):
+    """A hypothesis strategy of GPTConfigs over every option, sizes drawn up to the given bounds."""
+    from hypothesis import strategies as st
+
+    from npgpt.model import GPTConfig
+
+    @st.composite
+    def configs(draw):
+        n_head = draw(st.integers(1, 4))
+        return GPTConfig(
+            vocab_size=draw(st.integers(2, max_vocab)),
+            block_size=draw(st.integers(1, max_block)),
+            n_layer=draw(st.integers(1, max_layers)),
+            n_head=n_head,
+            n_embd=n_head * draw(st.integers(1, max_head_size)),
+            dropout=draw(st.sampled_from(dropouts)),
+            bias=draw(st.booleans()),
+            pos_encoding=draw(st.sampled_from(["learned", "sinusoidal"])),
+            activation=draw(st.sampled_from(["gelu_tanh", "gelu"])),
+            tie_embeddings=draw(st.booleans()),
+        )
+
+    return configs()
+

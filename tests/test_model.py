@@ -14,26 +14,13 @@ from npgpt import GPT, GPTConfig
 from npgpt.nn import MLP
 from npgpt.tensor import Tensor
 from reference.model import TorchGPT
-from tests.helpers import TOL, rel_error
+from tests.helpers import TOL, gpt_configs, rel_error
 
 TORCH = {"float64": torch.float64, "float32": torch.float32}
 
 
-@st.composite
-def configs(draw):
-    n_head = draw(st.integers(1, 4))
-    return GPTConfig(
-        vocab_size=draw(st.integers(2, 97)),
-        block_size=draw(st.integers(1, 32)),
-        n_layer=draw(st.integers(1, 3)),
-        n_head=n_head,
-        n_embd=n_head * draw(st.integers(1, 16)),
-        dropout=draw(st.sampled_from([0.0, 0.0, 0.25])),
-        bias=draw(st.booleans()),
-        pos_encoding=draw(st.sampled_from(["learned", "sinusoidal"])),
-        activation=draw(st.sampled_from(["gelu_tanh", "gelu"])),
-        tie_embeddings=draw(st.booleans()),
-    )
+def configs():
+    return gpt_configs(dropouts=(0.0, 0.0, 0.25))
 
 
 def twin_of(model: GPT, dtype: str) -> TorchGPT:

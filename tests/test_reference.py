@@ -15,23 +15,11 @@ from hypothesis import strategies as st
 
 from npgpt import GPT, GPTConfig
 from reference.nanogpt import NanoGPT, configure_optimizer
-from tests.helpers import TOL, rel_error
+from tests.helpers import TOL, gpt_configs, rel_error
 
 
-@st.composite
-def configs(draw):
-    n_head = draw(st.integers(1, 4))
-    return GPTConfig(
-        vocab_size=draw(st.integers(2, 67)),
-        block_size=draw(st.integers(1, 24)),
-        n_layer=draw(st.integers(1, 2)),
-        n_head=n_head,
-        n_embd=n_head * draw(st.integers(1, 12)),
-        bias=draw(st.booleans()),
-        pos_encoding=draw(st.sampled_from(["learned", "sinusoidal"])),
-        activation=draw(st.sampled_from(["gelu_tanh", "gelu"])),
-        tie_embeddings=draw(st.booleans()),
-    )
+def configs():
+    return gpt_configs(max_vocab=67, max_block=24, max_layers=2, max_head_size=12)
 
 
 def pair(cfg: GPTConfig, seed: int):

@@ -109,20 +109,27 @@ def test_ctrl_c_saves_and_resumes_exactly(tmp_path, data_dir, monkeypatch):
     assert_same_weights(weights(cfg.out_dir), weights(stopped.out_dir))
 
 
-def test_nan_loss_stops_and_keeps_last_good(tmp_path, data_dir, monkeypatch):
-    cfg = tiny(tmp_path, data_dir, always_save_checkpoint=True)
+def nan_loss_at_call(monkeypatch, n: int) -> dict:
+    """Make the n-th training-mode forward's loss NaN (with grad_accum 1, call n is step n - 1);
+    returns the call counter."""
     real = GPT.forward
     calls = {"n": 0}
 
-    def forward(self, idx, targets=None):
-        logits, loss = real(self, idx, targets)
+    def forward(self, idx, targets=None, **kw):
+        logits, loss = real(self, idx, targets, **kw)
         if self.training:
             calls["n"] += 1
-            if calls["n"] == 7:  # step 6
+            if calls["n"] == n:
                 loss = loss * float("nan")
         return logits, loss
 
     monkeypatch.setattr(GPT, "forward", forward)
+    return calls
+
+
+def test_nan_loss_stops_and_keeps_last_good(tmp_path, data_dir, monkeypatch):
+    cfg = tiny(tmp_path, data_dir, always_save_checkpoint=True)
+    nan_loss_at_call(monkeypatch, 7)  # step 6
     with pytest.raises(TrainingDiverged, match=r"loss nan at step 6 .*last good state"):
         train(cfg, **quiet)
     latest = ck.load_checkpoint(os.path.join(cfg.out_dir, ck.LATEST))
@@ -308,18 +315,7 @@ def test_nan_found_late_still_names_its_step_and_keeps_the_files(tmp_path, data_
     the update of step 6 has run: the error still names step 6 and no file holds the spoiled weights."""
     monkeypatch.setattr("npgpt.train.StepReadings", _ReadLikeAGpu)
     cfg = tiny(tmp_path, data_dir, always_save_checkpoint=True, log_interval=4, eval_interval=4)
-    real = GPT.forward
-    calls = {"n": 0}
-
-    def forward(self, idx, targets=None):
-        logits, loss = real(self, idx, targets)
-        if self.training:
-            calls["n"] += 1
-            if calls["n"] == 7:  # step 6
-                loss = loss * float("nan")
-        return logits, loss
-
-    monkeypatch.setattr(GPT, "forward", forward)
+    calls = nan_loss_at_call(monkeypatch, 7)  # step 6
     with pytest.raises(TrainingDiverged, match=r"loss nan at step 6 .*last good state"):
         train(cfg, **quiet)
     assert calls["n"] == 8, "steps 6 and 7 ran before the reading at step 7"

@@ -2,7 +2,8 @@
 
 One forward and one hand-written backward over the whole core (split heads, scores, causal mask,
 softmax, dropout, weighted sum, merge heads), so the graph holds one node per layer instead of a
-dozen, and backward saves only q, k, v, the probabilities and the dropout mask.
+dozen, and backward saves only q, k, v, two numbers per softmax row and the dropout mask.
+`cached_attention` (at the end) is generation's inference path against a key/value cache.
 """
 
 from __future__ import annotations
