@@ -59,3 +59,19 @@ def test_uniform_on_cpu_draws_from_the_generator_in_float64():
     u = backend.uniform(g1, (3, 4), np.ones(1, np.float32))
     assert u.dtype == np.float32
     np.testing.assert_array_equal(u, g2.random((3, 4)).astype(np.float32))
+
+
+def test_importing_every_npgpt_module_imports_no_torch():
+    """A standing promise: PyTorch is for tests and reference/ only. (hf_weights imports it inside the
+    one function that reads a pytorch_model.bin, as issue 8 asks, and only when that file is read.)"""
+    import pkgutil
+    import subprocess
+
+    import npgpt
+
+    names = [m.name for m in pkgutil.walk_packages(npgpt.__path__, "npgpt.")]
+    code = ("import importlib, sys\n"
+            f"for n in {names!r}: importlib.import_module(n)\n"
+            "bad = sorted(m for m in ('torch', 'transformers', 'hypothesis', 'pytest') if m in sys.modules)\n"
+            "assert not bad, bad\n")
+    subprocess.run([sys.executable, "-c", code], check=True)
