@@ -5,7 +5,7 @@ A GPT-2 directory (what transformers' GPT2LMHeadModel.save_pretrained writes):
                        vocab_size, layer_norm_epsilon (ln_eps), activation_function, tie_word_embeddings,
                        resid/embd/attn_pdrop; a key left out takes GPT2Config's default
     model.safetensors  the weights (or model.safetensors.index.json + shards, or pytorch_model.bin,
-                       read only through torch.load(weights_only=True) when torch is installed)
+                       read without PyTorch by npgpt.torch_pickle, which refuses any pickled code)
     vocab.json + merges.txt (+ tokenizer_config.json)   the tokenizer (npgpt.tokenizers.bpe_hf)
 
 Weights map one to one: GPT-2's Conv1D stores (in, out) as npgpt's Linear does, and the names are

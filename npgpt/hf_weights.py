@@ -3,10 +3,10 @@
 Looked for in this order (the first present wins):
     model.safetensors                  safetensors' NumPy API; bfloat16 tensors become float32
     model.safetensors.index.json       {"weight_map": {name: shard file}}, each shard as above
-    pytorch_model.bin                  torch.load(weights_only=True, map_location="cpu") only: a pickle
-                                       loaded that way cannot run code; needs torch installed
+    pytorch_model.bin                  npgpt.torch_pickle: torch.save's zip read with an unpickler that
+                                       knows only a state dict's names (as torch.load(weights_only=True)),
+                                       so it cannot run code; PyTorch is not needed
     pytorch_model.bin.index.json       shards of the above
-torch is imported inside the one function that reads .bin files, so `import npgpt` never imports it.
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ import json
 import os
 
 import numpy as np
+
+from .torch_pickle import load_state_dict
 
 SAFETENSORS, SAFETENSORS_INDEX = "model.safetensors", "model.safetensors.index.json"
 BIN, BIN_INDEX = "pytorch_model.bin", "pytorch_model.bin.index.json"
@@ -100,21 +102,5 @@ def read_safetensors(path: str) -> dict:
 
 
 def read_bin(path: str) -> dict:
-    """{name: array} from a PyTorch pickle, through torch.load(weights_only=True) only."""
-    try:
-        import torch  # noqa: PLC0415 - optional, and never imported by `import npgpt`
-    except ImportError:
-        raise RuntimeError(f"{path}: reading pytorch_model.bin needs PyTorch, which is not installed: "
-                           "pip install torch, or convert the checkpoint to model.safetensors") from None
-    try:
-        state = torch.load(path, weights_only=True, map_location="cpu")
-    except Exception as e:  # an unpickling error, a truncated file, a forbidden global
-        raise ValueError(f"{path}: torch.load(weights_only=True) could not read it: {type(e).__name__}: {e}") from None
-    if not isinstance(state, dict):
-        raise ValueError(f"{path}: holds a {type(state).__name__}, not a state dict {{name: tensor}}")
-    out = {}
-    for name, t in state.items():
-        if isinstance(t, torch.Tensor):
-            t = t.detach().cpu()
-            out[name] = (t.float() if t.dtype == torch.bfloat16 else t).numpy()
-    return out
+    """{name: array} from a PyTorch state dict file, without PyTorch (see npgpt.torch_pickle)."""
+    return load_state_dict(path)

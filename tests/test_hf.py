@@ -354,10 +354,18 @@ def test_a_head_that_is_not_the_tied_embedding_is_refused(tmp_path):
 
 
 def test_bin_without_torch(tmp_path, monkeypatch):
-    folder = save_hf(random_hf(12, n_layer=1, n_head=1, n_embd=4, vocab_size=5, n_positions=3), tmp_path, "bin")
+    """A pytorch_model.bin reads without PyTorch (npgpt.torch_pickle), to the same arrays torch.load gives."""
+    hf = random_hf(12, n_layer=1, n_head=1, n_embd=4, vocab_size=5, n_positions=3)
+    folder = save_hf(hf, tmp_path, "bin")
+    expected = {k: v.numpy() for k, v in torch.load(os.path.join(folder, "pytorch_model.bin"), weights_only=True).items()}
     monkeypatch.setitem(sys.modules, "torch", None)  # `import torch` raises ImportError, as if not installed
-    with pytest.raises(RuntimeError, match="pytorch_model.bin needs PyTorch, which is not installed"):
-        GPT.from_pretrained(folder)
+    from npgpt.hf_weights import read_bin
+
+    got = read_bin(os.path.join(folder, "pytorch_model.bin"))
+    assert got.keys() == expected.keys()
+    for k in expected:
+        assert got[k].dtype == expected[k].dtype and np.array_equal(got[k], expected[k]), k
+    GPT.from_pretrained(folder)
 
 
 def test_hub_names_without_huggingface_hub(monkeypatch):
