@@ -23,7 +23,7 @@ import tempfile
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from npgpt.trainlog import read_log  # noqa: E402
+from npgpt.training.log import read_log  # noqa: E402
 
 CONFIGS = {
     # nanoGPT's CPU recipe for shakespeare_char
@@ -48,7 +48,7 @@ def corpus(folder: str) -> str:
     """A char-level data directory from a few hundred KB of Python source (the stdlib's own files)."""
     import glob  # noqa: PLC0415
 
-    from npgpt.data import prepare  # noqa: PLC0415
+    from npgpt.data.tokens import prepare  # noqa: PLC0415
 
     files = sorted(glob.glob(os.path.join(os.path.dirname(os.__file__), "*.py")))[:40]
     text = "".join(open(f, encoding="utf-8", errors="replace").read() for f in files)

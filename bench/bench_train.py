@@ -42,7 +42,7 @@ import numpy as np  # noqa: E402
 
 from bench.peak_memory import memory_rows  # noqa: E402
 from npgpt import GPT, GPTConfig, parallel  # noqa: E402
-from npgpt.optim import clip_grad_norm, configure_optimizer  # noqa: E402
+from npgpt.training.optim import clip_grad_norm, configure_optimizer  # noqa: E402
 from npgpt.tensor import no_grad  # noqa: E402
 
 CONFIGS = {

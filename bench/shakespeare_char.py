@@ -51,9 +51,9 @@ import time  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from npgpt.data import TokenData, prepare  # noqa: E402
-from npgpt.model import GPT  # noqa: E402
-from npgpt.train import TrainConfig, train  # noqa: E402
+from npgpt.data.tokens import TokenData, prepare  # noqa: E402
+from npgpt.models.gpt import GPT  # noqa: E402
+from npgpt.training.loop import TrainConfig, train  # noqa: E402
 
 SHARED = os.path.join(ROOT, "..", "shared", "data", "tinyshakespeare.txt")
 

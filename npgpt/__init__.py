@@ -1,7 +1,7 @@
 """npgpt: a GPT written from scratch on NumPy, every backward by hand and checked against PyTorch."""
 
 from .backend import cuda_available
-from .model import GPT, GPTConfig
+from .models.gpt import GPT, GPTConfig
 from .tensor import Tensor, as_tensor, no_grad
 
 __version__ = "0.1.0"

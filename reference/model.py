@@ -19,7 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as TF
 
-from npgpt.model import ACTIVATIONS, GPTConfig
+from npgpt.models.gpt import ACTIVATIONS, GPTConfig
 
 
 def sinusoidal_table(T: int, C: int, dtype) -> torch.Tensor:

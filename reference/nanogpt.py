@@ -21,7 +21,7 @@ import torch.nn as nn
 import torch.nn.functional as TF
 
 from npgpt.backend import to_numpy
-from npgpt.model import ACTIVATIONS, GPTConfig
+from npgpt.models.gpt import ACTIVATIONS, GPTConfig
 
 
 class LayerNorm(nn.Module):

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import torch
 
-from npgpt.optim import cosine_lr
+from npgpt.training.optim import cosine_lr
 
 
 def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:

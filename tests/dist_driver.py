@@ -15,7 +15,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import npgpt.train  # noqa: E402
+import npgpt.training.loop  # noqa: E402
 from npgpt.cli import main  # noqa: E402
 
 
@@ -24,7 +24,7 @@ class InjectedFailure(Exception):
 
 
 def _inject(rank: int, step: int, how: str) -> None:
-    real = npgpt.train.accumulate_gradients
+    real = npgpt.training.loop.accumulate_gradients
     calls = [0]
 
     def accumulate_gradients(model, data, cfg, batch_gen, world, draws):
@@ -38,7 +38,7 @@ def _inject(rank: int, step: int, how: str) -> None:
         calls[0] += 1
         return real(model, data, cfg, batch_gen, world, draws)
 
-    npgpt.train.accumulate_gradients = accumulate_gradients
+    npgpt.training.loop.accumulate_gradients = accumulate_gradients
 
 
 if __name__ == "__main__":

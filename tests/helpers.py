@@ -81,7 +81,7 @@ def gpt_configs(max_vocab: int = 97, max_block: int = 32, max_layers: int = 3, m
     """A hypothesis strategy of GPTConfigs over every option, sizes drawn up to the given bounds."""
     from hypothesis import strategies as st
 
-    from npgpt.model import GPTConfig
+    from npgpt.models.gpt import GPTConfig
 
     @st.composite
     def configs(draw):

@@ -13,9 +13,9 @@ import time
 
 import pytest
 
-from npgpt import checkpoint as ck
+from npgpt.training import checkpoint as ck
 from npgpt.cli import main
-from npgpt.train import TrainConfig, read_log
+from npgpt.training.loop import TrainConfig, read_log
 
 TEXT = "".join(f"{i} little pigs went to market; {i % 5} stayed home.\n" for i in range(200))
 TINY = ["--n-layer", "1", "--n-head", "2", "--n-embd", "16", "--block-size", "8", "--batch-size", "4",
@@ -191,7 +191,7 @@ def test_ctrl_c_exit_code_130(tmp_path, data):
 
 def test_demo_wiring(tmp_path, capsys, monkeypatch):
     """The demo's steps end to end, on a tiny model (the real one takes minutes: `make train`)."""
-    from npgpt import demo
+    from npgpt.cli import demo
 
     monkeypatch.setattr(demo, "DEMO", {**demo.DEMO, "n_layer": 1, "n_embd": 16, "n_head": 2, "eval_iters": 2})
     assert main(["demo", "--root", str(tmp_path), "--max-iters", "3"]) == 0

@@ -12,8 +12,9 @@ import threading
 import numpy as np
 import pytest
 
-from npgpt import corpora, data
-from npgpt.data import TokenData, prepare, sample_batch
+from npgpt.data import corpora
+from npgpt.data import tokens as data
+from npgpt.data.tokens import TokenData, prepare, sample_batch
 from tests.paths import SHAKESPEARE
 
 SHARED_SHAKESPEARE = str(SHAKESPEARE)

@@ -17,11 +17,11 @@ import sys
 import numpy as np
 import pytest
 
-from npgpt import checkpoint as ck
-from npgpt import dist
-from npgpt.data import prepare
-from npgpt.train import TrainConfig, read_log, resume_config, train
-from npgpt.trainstep import pcg64_distance
+from npgpt.training import checkpoint as ck
+from npgpt.training import dist
+from npgpt.data.tokens import prepare
+from npgpt.training.loop import TrainConfig, read_log, resume_config, train
+from npgpt.training.step import pcg64_distance
 
 TEXT = "".join(f"line {i}: the cat sat on the mat, {i * 7 % 13} times.\n" for i in range(300))
 DRIVER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "dist_driver.py")

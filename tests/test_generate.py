@@ -12,8 +12,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from npgpt.generate import _sample, generate, process_logits
-from npgpt.model import GPT, GPTConfig
+from npgpt.generation.generate import _sample, generate, process_logits
+from npgpt.models.gpt import GPT, GPTConfig
 from npgpt.tensor import no_grad
 from npgpt.tokenizers import CharTokenizer
 

@@ -28,9 +28,9 @@ from transformers.generation.logits_process import (  # noqa: E402
 )
 
 from npgpt.cli import main  # noqa: E402
-from npgpt.generate import KVCache, _next_logits, generate, process_logits  # noqa: E402
-from npgpt.loading import load_model  # noqa: E402
-from npgpt.model import GPT, GPTConfig  # noqa: E402
+from npgpt.generation.generate import KVCache, _next_logits, generate, process_logits  # noqa: E402
+from npgpt.generation.loading import load_model  # noqa: E402
+from npgpt.models.gpt import GPT, GPTConfig  # noqa: E402
 from npgpt.tensor import no_grad  # noqa: E402
 from npgpt.tokenizers import BPETokenizer  # noqa: E402
 

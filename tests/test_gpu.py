@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 
 from npgpt import backend
-from npgpt.checkpoint import load_checkpoint
-from npgpt.data import prepare
-from npgpt.model import GPT, GPTConfig
-from npgpt.optim import clip_grad_norm, configure_optimizer
-from npgpt.train import TrainConfig, train
+from npgpt.training.checkpoint import load_checkpoint
+from npgpt.data.tokens import prepare
+from npgpt.models.gpt import GPT, GPTConfig
+from npgpt.training.optim import clip_grad_norm, configure_optimizer
+from npgpt.training.loop import TrainConfig, train
 
 pytestmark = [
     pytest.mark.gpu,

@@ -17,7 +17,7 @@ import torch
 from safetensors.numpy import load_file, save_file
 
 from npgpt import GPT, GPTConfig, backend
-from npgpt.loading import model_from_checkpoint
+from npgpt.generation.loading import model_from_checkpoint
 from npgpt.tokenizers import BPETokenizer, CharTokenizer
 from tests.helpers import rel_error
 from tests.tokenizers.strategies import CORPUS
@@ -359,7 +359,7 @@ def test_bin_without_torch(tmp_path, monkeypatch):
     folder = save_hf(hf, tmp_path, "bin")
     expected = {k: v.numpy() for k, v in torch.load(os.path.join(folder, "pytorch_model.bin"), weights_only=True).items()}
     monkeypatch.setitem(sys.modules, "torch", None)  # `import torch` raises ImportError, as if not installed
-    from npgpt.hf_weights import read_bin
+    from npgpt.models.hf_weights import read_bin
 
     got = read_bin(os.path.join(folder, "pytorch_model.bin"))
     assert got.keys() == expected.keys()
@@ -417,7 +417,7 @@ def gpt2_dir(tmp_path):
 
 
 def test_finetune_a_gpt2_directory_and_export_it(gpt2_dir, tmp_path, capsys):
-    from npgpt.checkpoint import load_checkpoint
+    from npgpt.training.checkpoint import load_checkpoint
     from npgpt.cli import main
 
     folder, tok = gpt2_dir

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from npgpt.generate import KVCache, _next_logits, generate
+from npgpt.generation.generate import KVCache, _next_logits, generate
 from npgpt.ops.attention import Attention, cached_attention
 from npgpt.tensor import no_grad
 from tests.test_generate import VARIED, greedy_by_hand, model64

@@ -286,7 +286,7 @@ def test_a_forward_checks_ids_and_targets_with_one_host_round_trip(monkeypatch):
     """On a GPU every look at a value waits for the device: GPT.forward checks idx and targets
     together in one transfer, and tells the embedding and cross-entropy ops to skip their own checks."""
     import npgpt.functional as F
-    import npgpt.model as model_module
+    import npgpt.models.gpt as model_module
     import npgpt.ops.embedding as emb_module
 
     m = GPT(GPTConfig(vocab_size=11, block_size=8, n_layer=1, n_head=1, n_embd=4), dtype="float64")

@@ -10,7 +10,7 @@ import torch
 
 from npgpt import GPT, GPTConfig
 from npgpt.nn import Parameter
-from npgpt.optim import SGD, AdamW, clip_grad_norm, configure_optimizer, cosine_lr, param_groups
+from npgpt.training.optim import SGD, AdamW, clip_grad_norm, configure_optimizer, cosine_lr, param_groups
 from tests.helpers import rel_error
 
 SHAPES = [(4, 3), (3,), (2, 5), (5,)]

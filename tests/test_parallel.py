@@ -14,7 +14,7 @@ import pytest
 
 from npgpt import GPT, GPTConfig, parallel
 from npgpt.ops import activation, attention, layernorm
-from npgpt.optim import clip_grad_norm, configure_optimizer
+from npgpt.training.optim import clip_grad_norm, configure_optimizer
 
 
 @pytest.fixture

@@ -143,7 +143,7 @@ def test_leaf_gradients_never_share_memory(graph):
     """One upstream array can flow to several leaves (Add hands dy to both inputs, reshape and
     getitem pass views); each leaf must still own its gradient, so scaling one in place (as
     clip_grad_norm and the optimizer do) leaves the others alone."""
-    from npgpt.optim import clip_grad_norm
+    from npgpt.training.optim import clip_grad_norm
 
     a, b = leaf(np.ones(3)), leaf(np.ones(3))
     if graph == "add":

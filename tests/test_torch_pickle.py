@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from npgpt.torch_pickle import load_state_dict
+from npgpt.models.torch_pickle import load_state_dict
 
 
 def test_every_dtype_layout_and_shared_storage_reads_as_torch_load_gives(tmp_path):

@@ -11,10 +11,10 @@ import sys
 import numpy as np
 import pytest
 
-from npgpt import checkpoint as ck
-from npgpt.data import TokenData, prepare
-from npgpt.model import GPT
-from npgpt.train import TrainConfig, TrainingDiverged, read_log, train
+from npgpt.training import checkpoint as ck
+from npgpt.data.tokens import TokenData, prepare
+from npgpt.models.gpt import GPT
+from npgpt.training.loop import TrainConfig, TrainingDiverged, read_log, train
 
 TEXT = "".join(f"line {i}: the cat sat on the mat, {i * 7 % 13} times.\n" for i in range(300))
 quiet = dict(log=lambda *a: None)
@@ -225,7 +225,7 @@ def test_bad_config_values():
 
 def test_device_default_comes_from_the_environment(monkeypatch):
     """TrainConfig and GPT read $NPGPT_DEVICE when they are made (npgpt was imported long before)."""
-    from npgpt.model import GPTConfig
+    from npgpt.models.gpt import GPTConfig
 
     monkeypatch.setenv("NPGPT_DEVICE", "cuda")
     assert TrainConfig().device == "cuda"
@@ -253,7 +253,7 @@ def test_plot_and_fallbacks(tmp_path, data_dir, monkeypatch):
     os.unlink(png)
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # as if not installed
     monkeypatch.setitem(sys.modules, "tqdm.auto", None)
-    monkeypatch.setattr("npgpt.trainlog._interactive", lambda: True)  # as on a terminal, where a bar is wanted
+    monkeypatch.setattr("npgpt.training.log._interactive", lambda: True)  # as on a terminal, where a bar is wanted
     messages = []
     train(tiny(tmp_path, data_dir, "p", plot=True, progress=True, max_iters=4), log=messages.append)
     assert not os.path.exists(png)
@@ -265,7 +265,7 @@ def test_plot_and_fallbacks(tmp_path, data_dir, monkeypatch):
 def test_output_that_is_not_a_terminal_gets_plain_lines(tmp_path, data_dir, monkeypatch):
     """Under pytest stdout is captured, as it is in a log file or CI: no tqdm bar, plain step lines."""
     pytest.importorskip("tqdm")
-    import npgpt.trainlog as tl
+    import npgpt.training.log as tl
 
     assert not tl._interactive()
     created = []
@@ -283,7 +283,7 @@ class _ReadLikeAGpu:
     transfers = 0
 
     def __new__(cls, every_step, out_dir):
-        from npgpt.trainstep import StepReadings
+        from npgpt.training.step import StepReadings
 
         readings = StepReadings(False, out_dir)
         real = readings.read
@@ -301,7 +301,7 @@ def test_reading_losses_only_when_logging_changes_nothing(tmp_path, data_dir, mo
     """On a GPU the loop reads the loss and gradient norm back only at log steps, evaluations and
     saves: the run and its log are the same bits as reading every step."""
     every = train(tiny(tmp_path, data_dir, "every", log_interval=3, eval_interval=6, max_iters=12), **quiet)
-    monkeypatch.setattr("npgpt.train.StepReadings", _ReadLikeAGpu)
+    monkeypatch.setattr("npgpt.training.loop.StepReadings", _ReadLikeAGpu)
     _ReadLikeAGpu.transfers = 0
     lazy = train(tiny(tmp_path, data_dir, "lazy", log_interval=3, eval_interval=6, max_iters=12), **quiet)
     assert _ReadLikeAGpu.transfers == 4  # steps 3, 6, 9, 12: not 12
@@ -313,7 +313,7 @@ def test_reading_losses_only_when_logging_changes_nothing(tmp_path, data_dir, mo
 def test_nan_found_late_still_names_its_step_and_keeps_the_files(tmp_path, data_dir, monkeypatch):
     """Read at log steps only, a NaN at step 6 is found at step 7's reading (log_interval 4), after
     the update of step 6 has run: the error still names step 6 and no file holds the spoiled weights."""
-    monkeypatch.setattr("npgpt.train.StepReadings", _ReadLikeAGpu)
+    monkeypatch.setattr("npgpt.training.loop.StepReadings", _ReadLikeAGpu)
     cfg = tiny(tmp_path, data_dir, always_save_checkpoint=True, log_interval=4, eval_interval=4)
     calls = nan_loss_at_call(monkeypatch, 7)  # step 6
     with pytest.raises(TrainingDiverged, match=r"loss nan at step 6 .*last good state"):

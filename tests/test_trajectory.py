@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from npgpt import GPT, GPTConfig
-from npgpt.optim import clip_grad_norm, configure_optimizer, cosine_lr
+from npgpt.training.optim import clip_grad_norm, configure_optimizer, cosine_lr
 from reference.model import TorchGPT
 from reference.train import make_optimizer, train_step
 from tests.helpers import rel_error

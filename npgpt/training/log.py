@@ -12,7 +12,7 @@ import os
 import sys
 import time
 
-from .fileio import atomic_file
+from ..fileio import atomic_file
 
 
 class TrainLog:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .backend import DEVICES, default_device
+from ..backend import DEVICES, default_device
 
 
 def _add_gradcheck(p: argparse.ArgumentParser) -> None:
@@ -18,7 +18,7 @@ def _add_gradcheck(p: argparse.ArgumentParser) -> None:
 
 
 def _run_gradcheck(args) -> int:
-    from .gradcheck import format_table, run_all  # noqa: PLC0415 - import what the subcommand needs
+    from ..gradcheck import format_table, run_all  # noqa: PLC0415 - import what the subcommand needs
 
     try:
         results = run_all(seed=args.seed, only=args.only)
@@ -44,7 +44,7 @@ def _guarded(name: str, fn, on_error=None) -> int:
     """Run fn(); a user error prints one line and gives exit status 2, a diverged run 1, Ctrl-C 130.
     on_error(status), when given, is called after the message (a rank of a data-parallel run aborts
     the whole job there)."""
-    from .train import TrainingDiverged  # noqa: PLC0415
+    from ..training.loop import TrainingDiverged  # noqa: PLC0415
 
     try:
         return fn()
@@ -78,7 +78,7 @@ def _add_prepare(p: argparse.ArgumentParser) -> None:
 def _run_prepare(args) -> int:
     import os  # noqa: PLC0415
 
-    from .data import prepare  # noqa: PLC0415
+    from ..data import prepare  # noqa: PLC0415
 
     out = args.out or os.path.join("data", os.path.splitext(os.path.basename(args.source.rstrip("/")))[0])
 
@@ -91,8 +91,8 @@ def _run_prepare(args) -> int:
 
 
 def _add_train(p: argparse.ArgumentParser) -> None:
-    from .config import add_flags  # noqa: PLC0415
-    from .train import TrainConfig  # noqa: PLC0415
+    from ..flags import add_flags  # noqa: PLC0415
+    from ..training.loop import TrainConfig  # noqa: PLC0415
 
     p.add_argument("--config", help="a .toml or .json file of TrainConfig fields; flags override it")
     p.add_argument("--nproc", type=int, help="data-parallel: run N ranks through mpiexec (needs npgpt[dist]); "
@@ -102,8 +102,8 @@ def _add_train(p: argparse.ArgumentParser) -> None:
 
 
 def _run_train(args) -> int:
-    from . import dist  # noqa: PLC0415
-    from .train import config_from_cli, train  # noqa: PLC0415
+    from ..training import dist  # noqa: PLC0415
+    from ..training.loop import config_from_cli, train  # noqa: PLC0415
 
     def run():
         result = train(config_from_cli(args))
@@ -161,7 +161,7 @@ def _add_sample(p: argparse.ArgumentParser) -> None:
 
 
 def _run_sample(args) -> int:
-    from .loading import sample  # noqa: PLC0415
+    from ..generation.loading import sample  # noqa: PLC0415
 
     def run():
         prompt = args.prompt
@@ -189,7 +189,7 @@ def _add_export(p: argparse.ArgumentParser) -> None:
 
 
 def _run_export(args) -> int:
-    from .hf import export_checkpoint  # noqa: PLC0415
+    from ..models.hf import export_checkpoint  # noqa: PLC0415
 
     def run():
         export_checkpoint(args.checkpoint, args.out_dir, tokenizer=not args.no_tokenizer, dtype=args.dtype)
@@ -203,7 +203,7 @@ def _add_plot(p: argparse.ArgumentParser) -> None:
 
 
 def _run_plot(args) -> int:
-    from .trainlog import plot_losses  # noqa: PLC0415
+    from ..training.log import plot_losses  # noqa: PLC0415
 
     return _guarded("plot", lambda: 0 if plot_losses(args.out_dir) else 1)
 
@@ -236,6 +236,3 @@ def main(argv=None) -> int:
     args.argv = argv  # `train --nproc N` starts N copies of this command line
     return COMMANDS[args.command][2](args)
 
-
-if __name__ == "__main__":
-    sys.exit(main())

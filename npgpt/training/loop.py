@@ -30,16 +30,16 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import dist
-from .backend import DEVICES, DTYPES, default_device, select_cuda_device
+from ..backend import DEVICES, DTYPES, default_device, select_cuda_device
 from .checkpoint import BEST, LATEST, load_checkpoint, save_checkpoint
-from .data import TokenData
-from .loading import model_from_checkpoint
-from .model import GPT, GPTConfig
+from ..data.tokens import TokenData
+from ..generation.loading import model_from_checkpoint
+from ..models.gpt import GPT, GPTConfig
 from .optim import clip_grad_norm, configure_optimizer, cosine_lr
-from .trainlog import Progress, TrainLog, plot_losses, read_log  # noqa: F401 - read_log re-exported
-from .trainstep import (NoLog, StepReadings, StopFlag, accumulate_gradients, check_replicas, dropout_draws,
+from .log import Progress, TrainLog, plot_losses, read_log  # noqa: F401 - read_log re-exported
+from .step import (NoLog, StepReadings, StopFlag, accumulate_gradients, check_replicas, dropout_draws,
                         estimate_loss, refuse_mismatch)
-from .trainstep import TrainingDiverged  # noqa: F401 - raised here, re-exported for callers
+from .step import TrainingDiverged  # noqa: F401 - raised here, re-exported for callers
 
 MODEL_FIELDS = ("n_layer", "n_head", "n_embd", "block_size", "bias", "pos_encoding", "activation", "tie_embeddings")
 
@@ -155,7 +155,7 @@ def _start(cfg: TrainConfig, data: TokenData, log):
         return cfg, GPT(cfg.model_config(data.vocab_size), seed=cfg.seed, dtype=cfg.dtype, device=cfg.device), None
     resume = cfg.init_from == "resume"
     if not resume and os.path.isfile(os.path.join(cfg.init_from, "config.json")):  # a GPT-2 directory
-        from .hf import finetune_start  # noqa: PLC0415
+        from ..models.hf import finetune_start  # noqa: PLC0415
 
         model = finetune_start(cfg.init_from, data.tokenizer, dtype=cfg.dtype, device=cfg.device, seed=cfg.seed,
                                dropout=cfg.dropout, log=log)
@@ -293,7 +293,7 @@ def resume_config(out_dir: str, overrides: dict) -> TrainConfig:
 def config_from_cli(args) -> TrainConfig:
     """TrainConfig from `npgpt train`'s namespace: defaults < --config file < flags given.
     With init_from=resume the checkpoint's own train config replaces the defaults."""
-    from .config import flag_values, load_config_file  # noqa: PLC0415
+    from ..flags import flag_values, load_config_file  # noqa: PLC0415
 
     given = load_config_file(args.config, TrainConfig) if getattr(args, "config", None) else {}
     given.update(flag_values(args, TrainConfig))

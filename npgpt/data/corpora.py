@@ -20,7 +20,7 @@ import sysconfig
 import urllib.error
 import urllib.request
 
-from .fileio import atomic_file
+from ..fileio import atomic_file
 
 KNOWN_CORPORA = ("stdlib", "shakespeare_char")
 STDLIB_MAX_BYTES = 2_000_000

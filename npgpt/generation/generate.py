@@ -23,8 +23,8 @@ from numbers import Integral, Real
 
 import numpy as np
 
-from .backend import to_numpy
-from .tensor import Tensor, no_grad
+from ..backend import to_numpy
+from ..tensor import Tensor, no_grad
 
 
 class KVCache:
@@ -198,7 +198,7 @@ def generate(model, input_ids, max_new_tokens: int | None = None, max_length: in
     config eos by default too), and no eos for a model without one; [] means no eos at all.
     use_cache=False recomputes the whole context each step.
     streamer (as transformers'): its put() gets the prompts (B', T), then each step's ids (B',);
-    end() is called when generation is over (npgpt.loading.TextStreamer prints text as it comes).
+    end() is called when generation is over (npgpt.generation.loading.TextStreamer prints text as it comes).
     The model runs in eval mode under no_grad; its training mode is restored afterwards.
     """
     V = model.config.vocab_size

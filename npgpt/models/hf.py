@@ -5,7 +5,7 @@ A GPT-2 directory (what transformers' GPT2LMHeadModel.save_pretrained writes):
                        vocab_size, layer_norm_epsilon (ln_eps), activation_function, tie_word_embeddings,
                        resid/embd/attn_pdrop; a key left out takes GPT2Config's default
     model.safetensors  the weights (or model.safetensors.index.json + shards, or pytorch_model.bin,
-                       read without PyTorch by npgpt.torch_pickle, which refuses any pickled code)
+                       read without PyTorch by npgpt.models.torch_pickle, which refuses any pickled code)
     vocab.json + merges.txt (+ tokenizer_config.json)   the tokenizer (npgpt.tokenizers.bpe_hf)
 
 Weights map one to one: GPT-2's Conv1D stores (in, out) as npgpt's Linear does, and the names are
@@ -27,9 +27,9 @@ import re
 
 import numpy as np
 
-from .backend import to_numpy
+from ..backend import to_numpy
 from .hf_weights import read_weights
-from .model import GPT, GPTConfig
+from .gpt import GPT, GPTConfig
 
 TANH_GELUS = ("gelu_new", "gelu_pytorch_tanh", "gelu_fast", "gelu_python_tanh")
 EXACT_GELUS = ("gelu", "gelu_python")
@@ -174,8 +174,8 @@ def download(name: str) -> str:
 def load_pretrained(cls, path_or_name, dtype="float32", device=None, dropout: float | None = None, seed: int = 0):
     """A `cls` (GPT) with a GPT-2 directory's config and weights, in eval mode, its tokenizer (when the
     directory has vocab.json + merges.txt) as `model.tokenizer`, else None."""
-    from .tokenizers.bpe import BPETokenizer  # noqa: PLC0415
-    from .tokenizers.bpe_hf import HF_FILES  # noqa: PLC0415
+    from ..tokenizers.bpe import BPETokenizer  # noqa: PLC0415
+    from ..tokenizers.bpe_hf import HF_FILES  # noqa: PLC0415
 
     folder = resolve_dir(path_or_name)
     config_path = os.path.join(folder, "config.json")
@@ -208,8 +208,8 @@ def save_pretrained(model, path, tokenizer=None) -> list[str]:
     model.tokenizer when set) into the directory `path`, each atomically; returns the paths. Every
     check runs before the first file is written."""
     from safetensors.numpy import save  # noqa: PLC0415
-    from .tokenizers.bpe import BPETokenizer  # noqa: PLC0415
-    from .tokenizers.bpe_hf import pretrained_files, write_files  # noqa: PLC0415
+    from ..tokenizers.bpe import BPETokenizer  # noqa: PLC0415
+    from ..tokenizers.bpe_hf import pretrained_files, write_files  # noqa: PLC0415
 
     c = model.config
     tok = tokenizer if tokenizer is not None else model.tokenizer
@@ -250,8 +250,8 @@ def finetune_start(path: str, data_tokenizer, dtype="float32", device=None, seed
 
 def export_checkpoint(checkpoint: str, out_dir: str, tokenizer: bool = True, dtype: str | None = None, log=print) -> list[str]:
     """`npgpt export`: an npgpt checkpoint (file or training directory) as a GPT-2 directory."""
-    from .checkpoint import load_checkpoint  # noqa: PLC0415
-    from .loading import model_from_checkpoint  # noqa: PLC0415
+    from ..training.checkpoint import load_checkpoint  # noqa: PLC0415
+    from ..generation.loading import model_from_checkpoint  # noqa: PLC0415
 
     ckpt = load_checkpoint(checkpoint)
     if dtype is None:  # as trained

@@ -27,7 +27,7 @@ import traceback
 
 import numpy as np
 
-from .backend import to_device, to_numpy
+from ..backend import to_device, to_numpy
 
 # Environment variables through which MPI launchers tell a process the job's size.
 SIZE_VARIABLES = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE")

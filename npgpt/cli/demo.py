@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import os
 
-from .data import prepare
-from .loading import sample
-from .train import TrainConfig, train
+from ..data.tokens import prepare
+from ..generation.loading import sample
+from ..training.loop import TrainConfig, train
 
 DEMO = dict(
     n_layer=4, n_head=4, n_embd=128, block_size=64, batch_size=12, dropout=0.0,

@@ -30,9 +30,9 @@ import threading
 import numpy as np
 
 from . import dist
-from .backend import get_xp, to_numpy
+from ..backend import get_xp, to_numpy
 from .dist import World
-from .tensor import no_grad
+from ..tensor import no_grad
 
 # numpy's PCG64: the state moves by s -> M s + inc (mod 2^128), one step per 64-bit draw.
 _PCG64_MULTIPLIER = 0x2360ED051FC65DA44385DF649FCCF645

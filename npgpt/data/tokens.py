@@ -22,7 +22,7 @@ import os
 import numpy as np
 
 from .corpora import KNOWN_CORPORA, load_corpus, read_text_file
-from .fileio import fsync_dir, temp_beside
+from ..fileio import fsync_dir, temp_beside
 
 META_VERSION = 1
 SPLITS = ("train", "val")
@@ -62,20 +62,20 @@ def token_dtype(vocab_size: int) -> np.dtype:
 
 
 def _make_tokenizer(text: str, tokenizer: str, vocab_size: int | None, tokenizer_file: str | None):
-    from .tokenizers.base import load_tokenizer
+    from ..tokenizers.base import load_tokenizer
 
     if tokenizer_file is not None:
         return load_tokenizer(tokenizer_file)
     if tokenizer == "char":
         if vocab_size is not None:
             raise ValueError("--vocab-size applies to the bpe tokenizer; a char tokenizer's vocabulary is the text's characters")
-        from .tokenizers.char import CharTokenizer
+        from ..tokenizers.char import CharTokenizer
 
         return CharTokenizer.train(text)
     if tokenizer == "bpe":
         if vocab_size is None:
             raise ValueError("the bpe tokenizer needs --vocab-size (at least 257: 256 bytes + <|endoftext|>; e.g. 512)")
-        from .tokenizers.bpe import BPETokenizer
+        from ..tokenizers.bpe import BPETokenizer
 
         return BPETokenizer.train(text, vocab_size, special_tokens=["<|endoftext|>"])
     raise ValueError(f"unknown tokenizer {tokenizer!r}: expected 'char' or 'bpe' (or --tokenizer-file)")
@@ -218,7 +218,7 @@ class TokenData:
     def tokenizer(self):
         """The tokenizer saved beside the data (loaded on first use)."""
         if self._tokenizer is None:
-            from .tokenizers.base import load_tokenizer
+            from ..tokenizers.base import load_tokenizer
 
             self._tokenizer = load_tokenizer(os.path.join(self.data_dir, "tokenizer.json"))
         return self._tokenizer

@@ -17,9 +17,9 @@ import os
 
 import numpy as np
 
-from .checkpoint import BEST, LATEST, Checkpoint, load_checkpoint
+from ..training.checkpoint import BEST, LATEST, Checkpoint, load_checkpoint
 from .generate import generate
-from .model import GPT, GPTConfig
+from ..models.gpt import GPT, GPTConfig
 
 HF_CONFIG = "config.json"
 

@@ -26,8 +26,8 @@ import os
 
 import numpy as np
 
-from .backend import to_numpy
-from .fileio import atomic_write
+from ..backend import to_numpy
+from ..fileio import atomic_write
 
 FORMAT = "npgpt-checkpoint"
 VERSION = 1
@@ -48,7 +48,7 @@ class Checkpoint:
     optimizer_state: dict | None
 
     def load_tokenizer(self):
-        from .tokenizers.base import tokenizer_from_dict  # noqa: PLC0415
+        from ..tokenizers.base import tokenizer_from_dict  # noqa: PLC0415
 
         if self.tokenizer is None:
             raise ValueError(f"{self.path}: this checkpoint holds no tokenizer")

@@ -11,8 +11,8 @@ import math
 
 import numpy as np
 
-from . import parallel
-from .backend import get_xp, to_device, to_numpy
+from .. import parallel
+from ..backend import get_xp, to_device, to_numpy
 
 
 def _check_param(p, where: str):

@@ -3,7 +3,7 @@
 Looked for in this order (the first present wins):
     model.safetensors                  safetensors' NumPy API; bfloat16 tensors become float32
     model.safetensors.index.json       {"weight_map": {name: shard file}}, each shard as above
-    pytorch_model.bin                  npgpt.torch_pickle: torch.save's zip read with an unpickler that
+    pytorch_model.bin                  npgpt.models.torch_pickle: torch.save's zip read with an unpickler that
                                        knows only a state dict's names (as torch.load(weights_only=True)),
                                        so it cannot run code; PyTorch is not needed
     pytorch_model.bin.index.json       shards of the above
@@ -102,5 +102,5 @@ def read_safetensors(path: str) -> dict:
 
 
 def read_bin(path: str) -> dict:
-    """{name: array} from a PyTorch state dict file, without PyTorch (see npgpt.torch_pickle)."""
+    """{name: array} from a PyTorch state dict file, without PyTorch (see npgpt.models.torch_pickle)."""
     return load_state_dict(path)

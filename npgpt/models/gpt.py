@@ -17,11 +17,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import functional as F
-from .backend import get_xp, resolve_device, resolve_dtype, rng, to_device, to_numpy
-from .nn import Block, Embedding, LayerNorm, Module, ModuleList, Parameter
-from .parallel import keep_freed_memory
-from .tensor import Tensor
+from .. import functional as F
+from ..backend import get_xp, resolve_device, resolve_dtype, rng, to_device, to_numpy
+from ..nn import Block, Embedding, LayerNorm, Module, ModuleList, Parameter
+from ..parallel import keep_freed_memory
+from ..tensor import Tensor
 
 POS_ENCODINGS = ("learned", "sinusoidal")
 ACTIVATIONS = {"gelu_tanh": "tanh", "gelu": "none"}  # config name -> gelu's `approximate`
@@ -199,7 +199,7 @@ class GPT(Module):
     def forward(self, idx, targets=None, cache=None):
         """idx (B, T) integer ids -> (logits (B, T, V), mean cross-entropy over targets or None).
 
-        cache: a npgpt.generate.KVCache (inference under no_grad): idx are the positions after the
+        cache: a npgpt.generation.generate.KVCache (inference under no_grad): idx are the positions after the
         cache's `length` ones, their keys and values are added to it, and `length` grows by T.
         """
         idx, targets = self._check_ids(idx, targets)
@@ -240,10 +240,10 @@ class GPT(Module):
 
     # --- generation ---------------------------------------------------------------------------
     def generate(self, input_ids, **options):
-        """Prompts plus new ids, as transformers' generate: see npgpt.generate.generate for the options
+        """Prompts plus new ids, as transformers' generate: see npgpt.generation.generate.generate for the options
         (max_new_tokens or max_length, do_sample, temperature, top_k, top_p, repetition_penalty,
         num_return_sequences, eos_token_id, pad_token_id, seed, use_cache)."""
-        from .generate import generate  # noqa: PLC0415 - generate sits above model in the import flow
+        from ..generation.generate import generate  # noqa: PLC0415 - generate sits above model in the import flow
 
         return generate(self, input_ids, **options)
 
@@ -253,7 +253,7 @@ class GPT(Module):
         """A GPT-2 directory's model (config.json + model.safetensors or pytorch_model.bin), or a hub
         name such as "gpt2" downloaded through huggingface_hub; in eval mode, with the directory's
         tokenizer as `model.tokenizer` (None without vocab.json + merges.txt). dropout: None takes
-        the config's; seed seeds only the dropout generator. See npgpt.hf."""
+        the config's; seed seeds only the dropout generator. See npgpt.models.hf."""
         from .hf import load_pretrained  # noqa: PLC0415 - hf.py sits above model.py
 
         return load_pretrained(cls, path_or_name, dtype=dtype, device=device, dropout=dropout, seed=seed)
