@@ -60,13 +60,13 @@ SHARED = os.path.join(ROOT, "..", "shared", "data", "tinyshakespeare.txt")
 
 def recipe(data_dir: str, out_dir: str) -> TrainConfig:
     warmup = min(100, ARGS.max_iters)
-    return TrainConfig(
+    return TrainConfig.from_values(dict(
         out_dir=out_dir, data_dir=data_dir, n_layer=4, n_head=4, n_embd=128, block_size=64, batch_size=12,
         dropout=0.0, bias=False, activation=ARGS.activation, max_iters=ARGS.max_iters, lr=1e-3, min_lr=1e-4, warmup_iters=warmup,
         lr_decay_iters=max(ARGS.max_iters, warmup), beta2=0.99, weight_decay=0.1, grad_clip=1.0,
         eval_interval=ARGS.eval_interval, eval_iters=ARGS.eval_iters, log_interval=50, seed=ARGS.seed,
         plot=False,  # the PyTorch side draws nothing: the wall times compare training and evals only
-    )
+    ))
 
 
 def run_torch(cfg: TrainConfig, data: TokenData) -> tuple[float, float]:
@@ -78,7 +78,7 @@ def run_torch(cfg: TrainConfig, data: TokenData) -> tuple[float, float]:
 
     if ARGS.threads is not None:
         torch.set_num_threads(ARGS.threads)
-    mcfg = cfg.model_config(data.vocab_size)
+    mcfg = cfg.model.with_vocab(data.vocab_size)
     weights = GPT(mcfg, seed=cfg.seed).state_dict()  # the same initial weights as npgpt's run
     if ARGS.twin == "nanogpt":
         from reference.nanogpt import NanoGPT, configure_optimizer  # noqa: PLC0415
@@ -97,7 +97,7 @@ def run_torch(cfg: TrainConfig, data: TokenData) -> tuple[float, float]:
     batches = np.random.default_rng([cfg.seed, 2])  # npgpt.train's training sampler
 
     def batch(split, g):
-        return tuple(as_input(a) for a in data.get_batch(split, cfg.batch_size, cfg.block_size, g))
+        return tuple(as_input(a) for a in data.get_batch(split, cfg.batch_size, cfg.model.block_size, g))
 
     def evaluate(it):
         model.eval()

@@ -1,6 +1,8 @@
 """Frozen dataclass configs <-> command-line flags and TOML/JSON files.
 
-One flag per field, named after it (`max_iters` -> `--max-iters`), typed from the annotation;
+One flag per field, named after it (`max_iters` -> `--max-iters`), typed from the annotation; a
+field that holds a dataclass (TrainConfig.model, a GPTConfig) contributes its own fields as flat
+flags (`--n-layer`), and a file may give them flat or as a table under the field's name ([model]);
 bools get `--x / --no-x`; `int | None` fields also take the word `none`. A field's help text is
 its `metadata["help"]`. Flags not given are absent from the parsed namespace (default SUPPRESS),
 so `merge_config` can layer: dataclass defaults < base dict (e.g. a checkpoint's) < file < flags.
@@ -38,10 +40,25 @@ def _parser_for(base, optional: bool, flag: str):
     return parse
 
 
-def add_flags(parser: argparse.ArgumentParser, cls) -> None:
-    """One flag per field of the dataclass `cls`."""
+def _nested(cls, name: str):
+    """The dataclass that field `name` of `cls` holds, or None."""
+    hint = typing.get_type_hints(cls)[name]
+    return hint if dataclasses.is_dataclass(hint) else None
+
+
+def leaf_fields(cls) -> list[tuple[type, dataclasses.Field]]:
+    """(owner class, field) for every field of `cls`, a nested dataclass's fields in its place."""
+    out = []
     for f in dataclasses.fields(cls):
-        base, optional = _field_type(cls, f.name)
+        inner = _nested(cls, f.name)
+        out.extend(leaf_fields(inner) if inner is not None else [(cls, f)])
+    return out
+
+
+def add_flags(parser: argparse.ArgumentParser, cls) -> None:
+    """One flag per field of the dataclass `cls` (a nested dataclass's fields flat)."""
+    for owner, f in leaf_fields(cls):
+        base, optional = _field_type(owner, f.name)
         flag = "--" + f.name.replace("_", "-")
         help_ = f.metadata.get("help", "")
         help_ = f"{help_} (default: {f.default})" if help_ else f"(default: {f.default})"
@@ -53,20 +70,27 @@ def add_flags(parser: argparse.ArgumentParser, cls) -> None:
 
 
 def flag_values(args: argparse.Namespace, cls) -> dict:
-    """The fields of `cls` that were given as flags."""
-    return {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if hasattr(args, f.name)}
+    """The fields of `cls` (nested ones flat) that were given as flags."""
+    return {f.name: getattr(args, f.name) for _, f in leaf_fields(cls) if hasattr(args, f.name)}
 
 
 def check_values(cls, values: dict, where: str) -> dict:
     """values with each checked against its field's type (an int is accepted for a float);
-    ValueError naming every unknown key, or the first value of the wrong type."""
-    names = [f.name for f in dataclasses.fields(cls)]
-    unknown = sorted(set(values) - set(names))
+    ValueError naming every unknown key, or the first value of the wrong type. A nested dataclass's
+    fields may be given flat or as a table under its field's name (checked as that class's)."""
+    owners = {f.name: owner for owner, f in leaf_fields(cls)}
+    tables = {f.name: _nested(cls, f.name) for f in dataclasses.fields(cls) if _nested(cls, f.name)}
+    unknown = sorted(set(values) - set(owners) - set(tables))
     if unknown:
-        raise ValueError(f"{where}: unknown key(s) {', '.join(unknown)}; known keys: {', '.join(names)}")
+        raise ValueError(f"{where}: unknown key(s) {', '.join(unknown)}; known keys: {', '.join(owners)}")
     out = {}
     for name, v in values.items():
-        base, optional = _field_type(cls, name)
+        if name in tables:
+            if not isinstance(v, dict):
+                raise ValueError(f"{where}: {name} must be a table of its fields, got {v!r}")
+            out[name] = check_values(tables[name], v, f"{where} [{name}]")
+            continue
+        base, optional = _field_type(owners[name], name)
         if v is None and optional:
             out[name] = None
             continue

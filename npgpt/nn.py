@@ -6,11 +6,12 @@ in a fixed order. Layers hold parameters and call npgpt.functional; the math liv
 
 Layouts follow GPT-2's checkpoint: Linear.weight is stored (in, out) and used as x @ W.
 
-A layer built on its own is initialised as GPT initialises its layers: weights N(0, 0.02), biases 0,
-layernorm weights 1, drawn in float64 on the CPU from `generator` (a seeded NumPy Generator; a fresh
-unseeded one when None), then cast to `dtype` (float32 by default, like GPT) and moved to `device`
-(None: $NPGPT_DEVICE, else cpu). `init=False` leaves zeros for a caller that fills every parameter
-itself, as GPT does (its residual projections get a smaller std) and as loading weights does.
+The composite layers take the model description whole: `Block(config)`, `CausalSelfAttention(config)`,
+`MLP(config)`. A layer is built on the host, its parameters zeros (norm weights ones), each tagged
+with its role for the one init policy, `init_parameters`: weights N(0, 0.02), residual projections
+(c_proj) N(0, 0.02 / sqrt(2 n_layer)), biases 0, norm weights 1, drawn in float64 from one seeded
+NumPy generator in named_parameters order and cast. `Module.to(device)` then moves every parameter
+once. GPT does exactly this; a layer built on its own is initialised by calling the same function.
 """
 
 from __future__ import annotations
@@ -20,16 +21,25 @@ from collections import OrderedDict
 import numpy as np
 
 from . import functional as F
-from .backend import device_of, resolve_device, resolve_dtype, rng, to_device, to_numpy
+from .backend import device_of, resolve_device, resolve_dtype, to_device, to_numpy
 from .ops.attention import cached_attention
 from .tensor import Tensor, is_grad_enabled
 
 
-class Parameter(Tensor):
-    """A Tensor that a Module owns and an optimizer updates: a leaf with requires_grad=True."""
+INIT_ROLES = ("normal", "residual", "zeros", "ones")
 
-    def __init__(self, data, requires_grad: bool = True):
+
+class Parameter(Tensor):
+    """A Tensor that a Module owns and an optimizer updates: a leaf with requires_grad=True.
+
+    `init` names its role for `init_parameters`: 'normal', 'residual' (a projection into the
+    residual stream), 'zeros' (biases) or 'ones' (norm weights)."""
+
+    def __init__(self, data, requires_grad: bool = True, init: str = "normal"):
         super().__init__(data, requires_grad=requires_grad)
+        if init not in INIT_ROLES:
+            raise ValueError(f"Parameter init must be one of {INIT_ROLES}, got {init!r}")
+        self.init = init
 
     def __repr__(self) -> str:
         return f"Parameter(shape={self.shape}, dtype={self.dtype}, device={self.device})"
@@ -96,6 +106,14 @@ class Module:
         for p in self.parameters():
             p.grad = None
 
+    def to(self, device: str | None) -> "Module":
+        """Move every parameter to `device` (None: $NPGPT_DEVICE, else cpu); returns self."""
+        device = resolve_device(device)
+        for p in self.parameters():
+            if p.device != device:
+                p.data = to_device(p.data, device)
+        return self
+
     # --- state -----------------------------------------------------------------------------
     def state_dict(self) -> "OrderedDict[str, object]":
         """name -> the parameter's array (the array itself, not a copy; on the module's device)."""
@@ -160,21 +178,25 @@ class ModuleList(Module):
 INIT_STD = 0.02  # GPT-2's standard deviation for weights and embeddings
 
 
-def _param(shape, fill: str, dtype, device, generator, init: bool) -> Parameter:
-    """A Parameter of `shape`: fill 'normal' draws N(0, INIT_STD) from generator, 'zeros' and 'ones'
-    are constants; all zeros when not `init` (the caller fills it)."""
-    if not init or fill == "zeros":
-        value = np.zeros(shape)
-    elif fill == "ones":
-        value = np.ones(shape)
-    else:
-        value = (generator if generator is not None else rng(None)).normal(0.0, INIT_STD, size=shape)
-    return Parameter(to_device(value.astype(resolve_dtype(dtype)), resolve_device(device)))
+def init_parameters(module: Module, generator: np.random.Generator, n_layer: int = 1) -> None:
+    """The one init policy (GPT-2's), in place, on the host: weights N(0, INIT_STD), residual
+    projections N(0, INIT_STD / sqrt(2 n_layer)) (each block adds two of them to the residual
+    stream), biases 0, norm weights 1. Drawn in float64 in named_parameters order from `generator`,
+    then cast to each parameter's dtype. Call it before `Module.to(device)`."""
+    std = {"normal": INIT_STD, "residual": INIT_STD / np.sqrt(2 * n_layer)}
+    for _, p in module.named_parameters():
+        if device_of(p.data) != "cpu":
+            raise ValueError("init_parameters draws on the host: call it before Module.to(device)")
+        if p.init in std:
+            p.data[...] = generator.normal(0.0, std[p.init], size=p.shape).astype(p.data.dtype)
+        else:
+            p.data[...] = 1.0 if p.init == "ones" else 0.0
 
 
-def _generator(generator):
-    """One generator for all of a composite layer's parts (so no two parts draw the same numbers)."""
-    return generator if generator is not None else rng(None)
+def _param(shape, dtype, init: str) -> Parameter:
+    """A host Parameter of `shape` holding its role's constant (ones for norm weights, else zeros)."""
+    fill = np.ones if init == "ones" else np.zeros
+    return Parameter(fill(shape, resolve_dtype(dtype)), init=init)
 
 
 def _dropout(x, p: float, training: bool, generator):
@@ -185,54 +207,59 @@ def _dropout(x, p: float, training: bool, generator):
 
 
 class Linear(Module):
-    """y = x @ weight + bias, weight stored (in, out) as GPT-2's Conv1D."""
+    """y = x @ weight + bias, weight stored (in, out) as GPT-2's Conv1D. residual=True tags the
+    weight as a projection into the residual stream (init_parameters gives it a smaller std)."""
 
-    def __init__(self, n_in: int, n_out: int, bias: bool = True, dtype="float32", device=None,
-                 generator=None, init: bool = True):
+    def __init__(self, n_in: int, n_out: int, bias: bool = True, dtype="float32", residual: bool = False):
         super().__init__()
-        self.weight = _param((n_in, n_out), "normal", dtype, device, generator, init)
-        self.bias = _param((n_out,), "zeros", dtype, device, generator, init) if bias else None
+        self.weight = _param((n_in, n_out), dtype, "residual" if residual else "normal")
+        self.bias = _param((n_out,), dtype, "zeros") if bias else None
 
     def forward(self, x):
         return F.linear(x, self.weight, self.bias)
 
 
 class Embedding(Module):
-    """y[b, t] = weight[ids[b, t]];  weight (num, dim)."""
+    """y[b, t] = weight[ids[b, t]];  weight (num, dim). The ids are checked where they enter (GPT.forward)."""
 
-    def __init__(self, num: int, dim: int, dtype="float32", device=None, generator=None, init: bool = True):
+    def __init__(self, num: int, dim: int, dtype="float32"):
         super().__init__()
-        self.weight = _param((num, dim), "normal", dtype, device, generator, init)
+        self.weight = _param((num, dim), dtype, "normal")
 
-    def forward(self, ids, check_ids: bool = True):
-        return F.embedding(ids, self.weight, check_ids=check_ids)
+    def forward(self, ids):
+        return F.embedding(ids, self.weight, check_ids=False)
 
 
 class LayerNorm(Module):
     """Layer normalisation over the last axis, with a weight and (unless bias=False) a bias."""
 
-    def __init__(self, dim: int, bias: bool = True, eps: float = 1e-5, dtype="float32", device=None,
-                 init: bool = True):
+    def __init__(self, dim: int, bias: bool = True, eps: float = 1e-5, dtype="float32"):
         super().__init__()
         self.eps = eps
-        self.weight = _param((dim,), "ones", dtype, device, None, init)
-        self.bias = _param((dim,), "zeros", dtype, device, None, init) if bias else None
+        self.weight = _param((dim,), dtype, "ones")
+        self.bias = _param((dim,), dtype, "zeros") if bias else None
 
     def forward(self, x):
         return F.layer_norm(x, self.weight, self.bias, eps=self.eps)
 
 
-class MLP(Module):
-    """c_proj(gelu(c_fc(x))), then residual dropout (as nanoGPT). c_fc (C, 4C), c_proj (4C, C)."""
+def norm_layer(config, dtype="float32") -> Module:
+    """The config's norm over n_embd."""
+    return LayerNorm(config.n_embd, config.norm_bias, config.norm_eps, dtype)
 
-    def __init__(self, dim: int, bias: bool = True, approximate: str = "tanh", dropout: float = 0.0,
-                 dtype="float32", device=None, generator=None, init: bool = True):
+
+_GELU_APPROXIMATE = {"gelu_tanh": "tanh", "gelu": "none"}  # config activation -> gelu's `approximate`
+
+
+class MLP(Module):
+    """c_proj(gelu(c_fc(x))), then residual dropout (as nanoGPT). c_fc (C, I), c_proj (I, C), I = intermediate_size."""
+
+    def __init__(self, config, dtype="float32"):
         super().__init__()
-        self.approximate = approximate
-        self.p = dropout
-        g = _generator(generator) if init else None
-        self.c_fc = Linear(dim, 4 * dim, bias, dtype, device, g, init)
-        self.c_proj = Linear(4 * dim, dim, bias, dtype, device, g, init)
+        self.approximate = _GELU_APPROXIMATE[config.activation]
+        self.p = config.dropout
+        self.c_fc = Linear(config.n_embd, config.intermediate_size, config.mlp_bias, dtype)
+        self.c_proj = Linear(config.intermediate_size, config.n_embd, config.mlp_bias, dtype, residual=True)
 
     def forward(self, x, generator=None):
         y = F.mlp(x, self.c_fc.weight, self.c_fc.bias, self.c_proj.weight, self.c_proj.bias,
@@ -243,31 +270,28 @@ class MLP(Module):
 class CausalSelfAttention(Module):
     """c_proj(causal multi-head attention(c_attn(x))), then residual dropout.
 
-    c_attn (C, 3C) gives q, k, v side by side; attention-probability dropout happens inside the
-    fused attention op, residual dropout after c_proj (as nanoGPT).
+    c_attn (C, 3 NH HS) gives q, k, v side by side; attention-probability dropout happens inside the
+    fused attention op, residual dropout after c_proj (NH HS, C) (as nanoGPT).
     """
 
-    def __init__(self, dim: int, n_head: int, bias: bool = True, dropout: float = 0.0,
-                 dtype="float32", device=None, generator=None, init: bool = True):
+    def __init__(self, config, dtype="float32"):
         super().__init__()
-        if dim % n_head:
-            raise ValueError(f"n_embd={dim} is not divisible by n_head={n_head}")
-        self.n_head = n_head
-        self.p = dropout
-        g = _generator(generator) if init else None
-        self.c_attn = Linear(dim, 3 * dim, bias, dtype, device, g, init)
-        self.c_proj = Linear(dim, dim, bias, dtype, device, g, init)
+        self.n_head = config.n_head
+        self.p = config.dropout
+        inner = config.n_head * config.head_size
+        self.c_attn = Linear(config.n_embd, 3 * inner, config.qkv_bias, dtype)
+        self.c_proj = Linear(inner, config.n_embd, config.out_bias, dtype, residual=True)
 
     def forward(self, x, generator=None, kv=None):
         """kv = (k_cache, v_cache, start): attend from positions start.. against the cached keys and
         values (see ops.attention.cached_attention), an inference path: no_grad, no dropout."""
-        qkv = self.c_attn(x)  # (B, T, 3C)
+        qkv = self.c_attn(x)  # (B, T, 3 NH HS)
         if kv is None:
-            y = F.attention(qkv, self.n_head, dropout=self.p, training=self.training, generator=generator)  # (B, T, C)
+            y = F.attention(qkv, self.n_head, dropout=self.p, training=self.training, generator=generator)  # (B, T, NH HS)
         else:
             if is_grad_enabled() or (self.training and self.p > 0):
                 raise RuntimeError("the KV cache is an inference path: call the model under no_grad() in eval mode")
-            y = Tensor(cached_attention(qkv.data, self.n_head, *kv))  # (B, T, C)
+            y = Tensor(cached_attention(qkv.data, self.n_head, *kv))  # (B, T, NH HS)
         y = self.c_proj(y)
         return _dropout(y, self.p, self.training, generator)
 
@@ -275,15 +299,12 @@ class CausalSelfAttention(Module):
 class Block(Module):
     """Pre-norm transformer block: x + attn(ln_1(x)), then x + mlp(ln_2(x))."""
 
-    def __init__(self, dim: int, n_head: int, bias: bool = True, dropout: float = 0.0,
-                 approximate: str = "tanh", eps: float = 1e-5, dtype="float32", device=None,
-                 generator=None, init: bool = True):
+    def __init__(self, config, dtype="float32"):
         super().__init__()
-        g = _generator(generator) if init else None
-        self.ln_1 = LayerNorm(dim, bias, eps, dtype, device, init)
-        self.attn = CausalSelfAttention(dim, n_head, bias, dropout, dtype, device, g, init)
-        self.ln_2 = LayerNorm(dim, bias, eps, dtype, device, init)
-        self.mlp = MLP(dim, bias, approximate, dropout, dtype, device, g, init)
+        self.ln_1 = norm_layer(config, dtype)
+        self.attn = CausalSelfAttention(config, dtype)
+        self.ln_2 = norm_layer(config, dtype)
+        self.mlp = MLP(config, dtype)
 
     def forward(self, x, generator=None, kv=None):
         x = x + self.attn(self.ln_1(x), generator=generator, kv=kv)
@@ -292,5 +313,5 @@ class Block(Module):
 
 __all__ = [
     "Parameter", "Module", "ModuleList", "Linear", "Embedding", "LayerNorm", "MLP",
-    "CausalSelfAttention", "Block",
+    "CausalSelfAttention", "Block", "init_parameters", "norm_layer",
 ]

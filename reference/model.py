@@ -19,7 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as TF
 
-from npgpt.models.gpt import ACTIVATIONS, GPTConfig
+APPROXIMATE = {"gelu_tanh": "tanh", "gelu": "none"}  # a model config's activation -> F.gelu's approximate
 
 
 def sinusoidal_table(T: int, C: int, dtype) -> torch.Tensor:
@@ -62,15 +62,17 @@ class _Embedding(torch.nn.Module):
 
 
 class _Attention(torch.nn.Module):
-    def __init__(self, cfg: GPTConfig, dtype):
+    def __init__(self, cfg, dtype):
         super().__init__()
-        self.n_head = cfg.n_head
-        self.c_attn = _Linear(cfg.n_embd, 3 * cfg.n_embd, cfg.bias, dtype)
-        self.c_proj = _Linear(cfg.n_embd, cfg.n_embd, cfg.bias, dtype)
+        self.n_head, self.head_size = cfg.n_head, cfg.head_size
+        inner = cfg.n_head * cfg.head_size
+        self.c_attn = _Linear(cfg.n_embd, 3 * inner, cfg.bias, dtype)
+        self.c_proj = _Linear(inner, cfg.n_embd, cfg.bias, dtype)
 
     def forward(self, x, drop):
-        B, T, C = x.shape
-        NH, HS = self.n_head, C // self.n_head
+        B, T, _ = x.shape
+        NH, HS = self.n_head, self.head_size
+        C = NH * HS
         q, k, v = self.c_attn(x).split(C, dim=-1)
         q, k, v = (t.reshape(B, T, NH, HS).transpose(1, 2) for t in (q, k, v))  # (B, NH, T, HS)
         att = (q @ k.transpose(-1, -2)) * (1.0 / math.sqrt(HS))  # (B, NH, T, T)
@@ -82,22 +84,22 @@ class _Attention(torch.nn.Module):
 
 
 class _MLP(torch.nn.Module):
-    def __init__(self, cfg: GPTConfig, dtype):
+    def __init__(self, cfg, dtype):
         super().__init__()
-        self.approximate = ACTIVATIONS[cfg.activation]
-        self.c_fc = _Linear(cfg.n_embd, 4 * cfg.n_embd, cfg.bias, dtype)
-        self.c_proj = _Linear(4 * cfg.n_embd, cfg.n_embd, cfg.bias, dtype)
+        self.approximate = APPROXIMATE[cfg.activation]
+        self.c_fc = _Linear(cfg.n_embd, cfg.intermediate_size, cfg.bias, dtype)
+        self.c_proj = _Linear(cfg.intermediate_size, cfg.n_embd, cfg.bias, dtype)
 
     def forward(self, x, drop):
         return drop(self.c_proj(TF.gelu(self.c_fc(x), approximate=self.approximate)))
 
 
 class _Block(torch.nn.Module):
-    def __init__(self, cfg: GPTConfig, dtype):
+    def __init__(self, cfg, dtype):
         super().__init__()
-        self.ln_1 = _LayerNorm(cfg.n_embd, cfg.bias, cfg.ln_eps, dtype)
+        self.ln_1 = _LayerNorm(cfg.n_embd, cfg.bias, cfg.norm_eps, dtype)
         self.attn = _Attention(cfg, dtype)
-        self.ln_2 = _LayerNorm(cfg.n_embd, cfg.bias, cfg.ln_eps, dtype)
+        self.ln_2 = _LayerNorm(cfg.n_embd, cfg.bias, cfg.norm_eps, dtype)
         self.mlp = _MLP(cfg, dtype)
 
     def forward(self, x, drop):
@@ -108,7 +110,7 @@ class _Block(torch.nn.Module):
 class TorchGPT(torch.nn.Module):
     """model(idx, targets=None) -> (logits, loss or None), with npgpt.GPT's parameter keys."""
 
-    def __init__(self, config: GPTConfig, dtype=torch.float64):
+    def __init__(self, config, dtype=torch.float64):
         super().__init__()
         self.config, self.dtype = config, dtype
         c = config
@@ -117,7 +119,7 @@ class TorchGPT(torch.nn.Module):
         if c.pos_encoding == "learned":
             self.transformer.wpe = _Embedding(c.block_size, c.n_embd, dtype)
         self.transformer.h = torch.nn.ModuleList(_Block(c, dtype) for _ in range(c.n_layer))
-        self.transformer.ln_f = _LayerNorm(c.n_embd, c.bias, c.ln_eps, dtype)
+        self.transformer.ln_f = _LayerNorm(c.n_embd, c.bias, c.norm_eps, dtype)
         if not c.tie_embeddings:
             self.lm_head = torch.nn.Module()
             self.lm_head.weight = torch.nn.Parameter(torch.zeros(c.vocab_size, c.n_embd, dtype=dtype))

@@ -20,8 +20,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as TF
 
-from npgpt.backend import to_numpy
-from npgpt.models.gpt import ACTIVATIONS, GPTConfig
+APPROXIMATE = {"gelu_tanh": "tanh", "gelu": "none"}  # a model config's activation -> F.gelu's approximate
 
 
 class LayerNorm(nn.Module):
@@ -38,7 +37,7 @@ class LayerNorm(nn.Module):
 
 
 class CausalSelfAttention(nn.Module):
-    def __init__(self, cfg: GPTConfig):
+    def __init__(self, cfg):
         super().__init__()
         self.n_head, self.dropout = cfg.n_head, cfg.dropout
         self.c_attn = nn.Linear(cfg.n_embd, 3 * cfg.n_embd, bias=cfg.bias)
@@ -55,9 +54,9 @@ class CausalSelfAttention(nn.Module):
 
 
 class MLP(nn.Module):
-    def __init__(self, cfg: GPTConfig):
+    def __init__(self, cfg):
         super().__init__()
-        self.approximate = ACTIVATIONS[cfg.activation]  # "tanh" (gelu_tanh) or "none" (exact gelu)
+        self.approximate = APPROXIMATE[cfg.activation]  # "tanh" (gelu_tanh) or "none" (exact gelu)
         self.c_fc = nn.Linear(cfg.n_embd, 4 * cfg.n_embd, bias=cfg.bias)
         self.c_proj = nn.Linear(4 * cfg.n_embd, cfg.n_embd, bias=cfg.bias)
         self.dropout = nn.Dropout(cfg.dropout)
@@ -67,11 +66,11 @@ class MLP(nn.Module):
 
 
 class Block(nn.Module):
-    def __init__(self, cfg: GPTConfig):
+    def __init__(self, cfg):
         super().__init__()
-        self.ln_1 = LayerNorm(cfg.n_embd, cfg.bias, cfg.ln_eps)
+        self.ln_1 = LayerNorm(cfg.n_embd, cfg.bias, cfg.norm_eps)
         self.attn = CausalSelfAttention(cfg)
-        self.ln_2 = LayerNorm(cfg.n_embd, cfg.bias, cfg.ln_eps)
+        self.ln_2 = LayerNorm(cfg.n_embd, cfg.bias, cfg.norm_eps)
         self.mlp = MLP(cfg)
 
     def forward(self, x):
@@ -94,7 +93,7 @@ class NanoGPT(nn.Module):
     `dtype` and `device` are applied to the whole model after construction (`.to`).
     """
 
-    def __init__(self, config: GPTConfig, dtype=torch.float32, device: str = "cpu"):
+    def __init__(self, config, dtype=torch.float32, device: str = "cpu"):
         super().__init__()
         c = self.config = config
         self.transformer = nn.ModuleDict(dict(
@@ -102,7 +101,7 @@ class NanoGPT(nn.Module):
             **({"wpe": nn.Embedding(c.block_size, c.n_embd)} if c.pos_encoding == "learned" else {}),
             drop=nn.Dropout(c.dropout),
             h=nn.ModuleList(Block(c) for _ in range(c.n_layer)),
-            ln_f=LayerNorm(c.n_embd, c.bias, c.ln_eps),
+            ln_f=LayerNorm(c.n_embd, c.bias, c.norm_eps),
         ))
         self.lm_head = nn.Linear(c.n_embd, c.vocab_size, bias=False)
         if c.tie_embeddings:
@@ -141,7 +140,7 @@ class NanoGPT(nn.Module):
             raise ValueError(f"load_from_npgpt: missing {missing}, unexpected {unexpected}")
         with torch.no_grad():
             for k, p in own.items():
-                a = to_numpy(state_dict[k])
+                a = _host(state_dict[k])
                 if self._transposed(k):
                     a = a.T
                 if tuple(a.shape) != tuple(p.shape):
@@ -167,3 +166,8 @@ def configure_optimizer(model: NanoGPT, lr: float, weight_decay: float, betas, e
 
 
 __all__ = ["NanoGPT", "configure_optimizer"]
+
+
+def _host(a) -> np.ndarray:
+    """A NumPy array of `a` (a CuPy array comes back from the device)."""
+    return a.get() if hasattr(a, "get") and not isinstance(a, np.ndarray) else np.asarray(a)

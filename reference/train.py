@@ -1,13 +1,14 @@
 """The PyTorch twin of one training step: torch.optim.AdamW on nanoGPT's two param groups, the same
-cosine schedule (npgpt.optim.cosine_lr, a pure function of the step), torch.nn.utils.clip_grad_norm_,
+cosine schedule (`lr_at`, nanoGPT's get_lr written out here: reference/ imports nothing from npgpt), torch.nn.utils.clip_grad_norm_,
 and gradient accumulation over micro-batches with each micro-batch loss scaled by 1/k.
 """
 
 from __future__ import annotations
 
+import math
+
 import torch
 
-from npgpt.training.optim import cosine_lr
 
 
 def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
@@ -26,10 +27,20 @@ def make_optimizer(model, lr, weight_decay=0.1, betas=(0.9, 0.95), eps=1e-8) -> 
                              weight_decay=weight_decay, foreach=False)
 
 
+def lr_at(it: int, lr: float, min_lr: float, warmup: int, decay_iters: int) -> float:
+    """nanoGPT's schedule: linear warmup to lr, cosine down to min_lr at decay_iters, then min_lr."""
+    if it < warmup:
+        return lr * (it + 1) / (warmup + 1)
+    if it >= decay_iters:
+        return min_lr
+    ratio = (it - warmup) / (decay_iters - warmup)
+    return min_lr + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (lr - min_lr)
+
+
 def train_step(model, opt, micro_batches, it: int, *, lr: float, min_lr: float, warmup: int,
                decay_iters: int, max_norm: float | None):
     """One optimizer step over micro_batches [(x, y), ...]. Returns (summed scaled loss, grad norm)."""
-    lr_now = cosine_lr(it, lr, min_lr, warmup, decay_iters)
+    lr_now = lr_at(it, lr, min_lr, warmup, decay_iters)
     for g in opt.param_groups:
         g["lr"] = lr_now
     opt.zero_grad(set_to_none=True)

@@ -77,8 +77,9 @@ def check_parity(np_fn, torch_fn, args: dict, *, dtype: str = "float64", xp=np, 
 
 
 def gpt_configs(max_vocab: int = 97, max_block: int = 32, max_layers: int = 3, max_head_size: int = 16,
-                dropouts=(0.0,)):
-    """A hypothesis strategy of GPTConfigs over every option, sizes drawn up to the given bounds."""
+                dropouts=(0.0,), free_widths: bool = False):
+    """A hypothesis strategy of GPTConfigs over every option, sizes drawn up to the given bounds.
+    free_widths: head_size and intermediate_size drawn too (not n_embd / n_head and 4 n_embd)."""
     from hypothesis import strategies as st
 
     from npgpt.models.gpt import GPTConfig
@@ -86,7 +87,11 @@ def gpt_configs(max_vocab: int = 97, max_block: int = 32, max_layers: int = 3, m
     @st.composite
     def configs(draw):
         n_head = draw(st.integers(1, 4))
+        widths = {}
+        if free_widths and draw(st.booleans()):
+            widths = dict(head_size=draw(st.integers(1, max_head_size)), intermediate_size=draw(st.integers(1, 64)))
         return GPTConfig(
+            **widths,
             vocab_size=draw(st.integers(2, max_vocab)),
             block_size=draw(st.integers(1, max_block)),
             n_layer=draw(st.integers(1, max_layers)),

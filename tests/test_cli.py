@@ -35,16 +35,25 @@ def test_flags_cover_every_field_and_override_files(tmp_path, data, capsys):
     from npgpt.cli import build_parser
 
     help_text = build_parser()._subparsers._group_actions[0].choices["train"].format_help()
-    for f in TrainConfig.__dataclass_fields__:
-        assert "--" + f.replace("_", "-") in help_text, f
+    from npgpt.flags import leaf_fields
+
+    for _, f in leaf_fields(TrainConfig):
+        assert "--" + f.name.replace("_", "-") in help_text, f.name
     assert "--no-decay-lr" in help_text
     toml = tmp_path / "c.toml"
     toml.write_text('max_iters = 7\nlr = 0.005\nn_layer = 1\ndropout = 0\nlr_decay_iters = 20\n')
     out = str(tmp_path / "o")
     assert main(["train", "--config", str(toml), "--data-dir", data, "--out-dir", out, *TINY, "--lr", "0.002"]) == 0
-    cfg = ck.load_checkpoint(out, prefer=ck.LATEST).train_config
-    assert (cfg["max_iters"], cfg["lr"], cfg["n_layer"], cfg["lr_decay_iters"], cfg["plot"]) == (7, 0.002, 1, 20, False)
-    assert isinstance(cfg["dropout"], float)
+    saved = ck.load_checkpoint(out, prefer=ck.LATEST)
+    cfg, model = saved.train_config, saved.model_config
+    assert (cfg["max_iters"], cfg["lr"], model["n_layer"], cfg["lr_decay_iters"], cfg["plot"]) == (7, 0.002, 1, 20, False)
+    assert isinstance(model["dropout"], float) and "n_layer" not in cfg, "the model is stored once"
+    tables = tmp_path / "t.toml"  # the model's fields may also come as a [model] table
+    tables.write_text('max_iters = 2\n[model]\nn_layer = 2\ntie_embeddings = false\n')
+    out2 = str(tmp_path / "o2")
+    assert main(["train", "--config", str(tables), "--data-dir", data, "--out-dir", out2, *TINY]) == 0
+    m2 = ck.load_checkpoint(out2, prefer=ck.LATEST).model_config
+    assert (m2["n_layer"], m2["tie_embeddings"]) == (1, False), "the table is read; flags (--n-layer 1) win"
     js = tmp_path / "c.json"
     js.write_text(json.dumps({"max_iters": 3, "lr_decay_iters": None, "out_dir": str(tmp_path / "j")}))
     assert main(["train", "--config", str(js), "--data-dir", data, *TINY]) == 0
@@ -85,8 +94,10 @@ def test_resume_keeps_the_checkpoint_config(tmp_path, data, capsys):
                  "--lr-decay-iters", "12", "--dropout", "0.1"]) == 0
     assert main(["train", "--init-from", "resume", "--out-dir", out, "--max-iters", "12", "--no-plot"]) == 0
     saved = ck.load_checkpoint(out, prefer=ck.LATEST)
-    assert saved.iter_num == 12 and saved.train_config["lr"] == 0.003 and saved.train_config["n_embd"] == 16
-    assert saved.train_config["dropout"] == 0.1 and saved.train_config["data_dir"] == data
+    assert saved.iter_num == 12 and saved.train_config["lr"] == 0.003 and saved.model_config["n_embd"] == 16
+    assert saved.model_config["dropout"] == 0.1 and saved.train_config["data_dir"] == data
+    assert main(["train", "--init-from", "resume", "--out-dir", out, "--max-iters", "13", "--n-layer", "5"]) == 2
+    assert "--n-layer 5 differs from the model" in capsys.readouterr().err
     starts = [r for r in read_log(out) if r["event"] == "start"]
     assert [s["iter"] for s in starts] == [0, 6]
 

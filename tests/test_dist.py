@@ -67,7 +67,7 @@ def pair(tmp_path_factory, data_dir):
     """One process with grad_accum 4, and `npgpt train --nproc 2` with grad_accum 2: (one, two) dirs."""
     root = tmp_path_factory.mktemp("pair")
     one, two = str(root / "one"), str(root / "two")
-    train(TrainConfig(out_dir=one, data_dir=data_dir, grad_accum=4, **TINY), **quiet)
+    train(TrainConfig.from_values(dict(out_dir=one, data_dir=data_dir, grad_accum=4, **TINY)), **quiet)
     r = run([sys.executable, "-m", "npgpt.cli", "train", "--nproc", "2", "--data-dir", data_dir, "--out-dir", two,
              "--grad-accum", "2", *flags()])
     assert r.returncode == 0, r.stderr

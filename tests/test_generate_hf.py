@@ -62,7 +62,7 @@ def hf_and_npgpt(size: str, seed: int = 0):
     n_layer, n_head, n_embd, vocab, n_pos = SIZES[size]
     hf = random_hf(size, seed)
     ours = GPT(GPTConfig(vocab_size=vocab, block_size=n_pos, n_layer=n_layer, n_head=n_head, n_embd=n_embd,
-                         activation="gelu_tanh", ln_eps=1e-5, tie_embeddings=True), dtype="float64")
+                         activation="gelu_tanh", norm_eps=1e-5, tie_embeddings=True), dtype="float64")
     state = {k: v.numpy() for k, v in hf.state_dict().items()
              if not k.endswith((".attn.bias", ".attn.masked_bias")) and k != "lm_head.weight"}
     assert torch.equal(hf.lm_head.weight, hf.transformer.wte.weight)  # tied: the head is wte

@@ -15,7 +15,8 @@ from npgpt.training.checkpoint import load_checkpoint
 from npgpt.data.tokens import prepare
 from npgpt.models.gpt import GPT, GPTConfig
 from npgpt.training.optim import clip_grad_norm, configure_optimizer
-from npgpt.training.loop import TrainConfig, train
+from npgpt.training.config import TrainConfig
+from npgpt.training.loop import train
 
 pytestmark = [
     pytest.mark.gpu,
@@ -96,9 +97,10 @@ def test_train_on_the_gpu_then_load_the_checkpoint_on_the_cpu(tmp_path):
     text = "".join(f"line {i}: the cat sat on the mat.\n" for i in range(200))
     (tmp_path / "t.txt").write_text(text)
     prepare(str(tmp_path / "t.txt"), str(tmp_path / "data"), log=lambda *a: None)
-    cfg = TrainConfig(out_dir=str(tmp_path / "out"), data_dir=str(tmp_path / "data"), device="cuda", dtype="float32",
-                      n_layer=1, n_head=2, n_embd=16, block_size=8, batch_size=4, max_iters=6, eval_interval=3,
-                      eval_iters=2, log_interval=2, warmup_iters=1, progress=False, plot=False)
+    cfg = TrainConfig.from_values(dict(
+        out_dir=str(tmp_path / "out"), data_dir=str(tmp_path / "data"), device="cuda", dtype="float32",
+        n_layer=1, n_head=2, n_embd=16, block_size=8, batch_size=4, max_iters=6, eval_interval=3,
+        eval_iters=2, log_interval=2, warmup_iters=1, progress=False, plot=False))
     result = train(cfg, log=lambda *a: None)
     assert result.iter_num == 6 and np.isfinite(result.best_val_loss)
     ckpt = load_checkpoint(cfg.out_dir, prefer="ckpt.safetensors")

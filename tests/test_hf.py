@@ -78,7 +78,7 @@ def test_logits_loss_and_gradients_match_transformers(pair):
     c = hf.config
     assert not model.training and model.dtype == np.float64 and model.tokenizer is None
     assert (model.config.n_layer, model.config.n_head, model.config.n_embd, model.config.vocab_size,
-            model.config.block_size, model.config.tie_embeddings, model.config.ln_eps, model.config.dropout) == \
+            model.config.block_size, model.config.tie_embeddings, model.config.norm_eps, model.config.dropout) == \
         (c.n_layer, c.n_head, c.n_embd, c.vocab_size, c.n_positions, c.tie_word_embeddings, c.layer_norm_epsilon, 0.1)
     ids = np.random.default_rng(2).integers(0, c.vocab_size, (3, c.n_positions))
     logits, loss = model(ids, hf_targets(ids))
@@ -184,9 +184,10 @@ def random_npgpt(seed: int, **kw) -> GPT:
 
 @pytest.mark.parametrize("kw", [
     dict(vocab_size=97, block_size=29, n_layer=3, n_head=3, n_embd=48),
-    dict(vocab_size=53, block_size=17, n_layer=2, n_head=2, n_embd=26, activation="gelu", ln_eps=1e-3, dropout=0.2),
+    dict(vocab_size=53, block_size=17, n_layer=2, n_head=2, n_embd=26, activation="gelu", norm_eps=1e-3, dropout=0.2),
     dict(vocab_size=61, block_size=23, n_layer=2, n_head=3, n_embd=36, tie_embeddings=False),
-], ids=["odd", "narrow-exact-gelu", "untied"])
+    dict(vocab_size=41, block_size=9, n_layer=2, n_head=2, n_embd=20, intermediate_size=50),
+], ids=["odd", "narrow-exact-gelu", "untied", "n_inner"])
 def test_save_pretrained_loads_in_transformers(kw, tmp_path):
     model = random_npgpt(8, **kw)
     model.save_pretrained(tmp_path)
@@ -194,7 +195,7 @@ def test_save_pretrained_loads_in_transformers(kw, tmp_path):
     hf = transformers.GPT2LMHeadModel.from_pretrained(tmp_path, dtype=torch.float64).eval()
     c = model.config
     assert (hf.config.n_positions, hf.config.layer_norm_epsilon, hf.config.tie_word_embeddings, hf.config.resid_pdrop) == \
-        (c.block_size, c.ln_eps, c.tie_embeddings, c.dropout)
+        (c.block_size, c.norm_eps, c.tie_embeddings, c.dropout)
     ids = np.random.default_rng(9).integers(0, c.vocab_size, (2, c.block_size))
     assert rel_error(_logits(model, ids), hf(torch.from_numpy(ids)).logits) <= TOL
     back = GPT.from_pretrained(tmp_path, dtype="float64")
@@ -312,7 +313,7 @@ def _hf_dir(tmp_path, **config_changes):
     (dict(activation_function="relu"), r"activation_function 'relu' is not supported; npgpt runs the tanh GELU"),
     (dict(activation_function="gelu_10"), r"activation_function 'gelu_10' is not supported"),
     (dict(model_type="llama"), r"model_type 'llama'; npgpt reads GPT-2"),
-    (dict(n_inner=7), r"cannot run n_inner=7"),
+    (dict(n_inner=7), r"(?s)do not fit config.json's model.*mlp.c_fc.weight: expected \(10, 7\), got \(10, 40\)"),
     (dict(scale_attn_by_inverse_layer_idx=True), r"scale_attn_by_inverse_layer_idx=True"),
     (dict(n_head=3), r"n_embd=10 must be divisible by n_head=3"),
     (dict(attn_pdrop=0.0), r"differ .*pass dropout= to from_pretrained"),
@@ -429,11 +430,11 @@ def test_finetune_a_gpt2_directory_and_export_it(gpt2_dir, tmp_path, capsys):
 
     assert main(["train", "--init-from", str(folder), "--data-dir", data, "--out-dir", out, "--max-iters", "3",
                  "--dtype", "float64", "--lr", "0.01", *QUICK]) == 0
-    assert f"fine-tuning from the GPT-2 directory {folder}" in capsys.readouterr().out
+    assert f"fine-tuning from the Hugging Face directory {folder}" in capsys.readouterr().out
     ckpt = load_checkpoint(out)
     start = GPT.from_pretrained(folder, dtype="float64")
     assert ckpt.iter_num == 3 and GPTConfig.from_dict({**ckpt.model_config, "dropout": 0.1}) == start.config  # the shape is the directory's
-    assert ckpt.train_config["block_size"] == 16 and ckpt.tokenizer == tok.from_pretrained(folder).to_dict()
+    assert ckpt.model_config["block_size"] == 16 and "block_size" not in ckpt.train_config and ckpt.tokenizer == tok.from_pretrained(folder).to_dict()
     assert not np.array_equal(ckpt.model_state["transformer.h.0.mlp.c_fc.weight"],
                               start.state_dict()["transformer.h.0.mlp.c_fc.weight"])  # it trained
     assert main(["train", "--init-from", str(folder), "--data-dir", data, "--out-dir", str(tmp_path / "zero"),
@@ -452,7 +453,7 @@ def test_finetune_a_gpt2_directory_and_export_it(gpt2_dir, tmp_path, capsys):
     assert main(["train", "--init-from", "resume", "--data-dir", data, "--out-dir", out, "--max-iters", "4",
                  "--dtype", "float64", "--lr", "0.01", *QUICK]) == 0  # a fine-tuned run resumes as any other
     resumed = load_checkpoint(out, prefer="ckpt.safetensors")
-    assert resumed.iter_num == 4 and resumed.train_config["block_size"] == 16
+    assert resumed.iter_num == 4 and resumed.model_config["block_size"] == 16
 
 
 def test_finetune_refuses_data_from_another_tokenizer(gpt2_dir, tmp_path, capsys):
@@ -467,7 +468,7 @@ def test_finetune_refuses_data_from_another_tokenizer(gpt2_dir, tmp_path, capsys
     for name in ("vocab.json", "merges.txt", "tokenizer_config.json", "special_tokens_map.json"):
         os.remove(folder / name)
     assert main(["train", "--init-from", str(folder), "--data-dir", data, "--out-dir", str(tmp_path / "o"), *QUICK]) == 2
-    assert "has no vocab.json + merges.txt" in capsys.readouterr().err
+    assert "has no tokenizer files" in capsys.readouterr().err
 
 
 def test_export_of_a_char_tokenizer_checkpoint(tmp_path, capsys):

@@ -20,7 +20,7 @@ TORCH = {"float64": torch.float64, "float32": torch.float32}
 
 
 def configs():
-    return gpt_configs(dropouts=(0.0, 0.0, 0.25))
+    return gpt_configs(dropouts=(0.0, 0.0, 0.25), free_widths=True)
 
 
 def twin_of(model: GPT, dtype: str) -> TorchGPT:
@@ -187,7 +187,7 @@ def test_dropout_modes_and_seeds():
 
 def test_residual_dropout_rate_and_scale():
     p = 0.3
-    mlp = MLP(16, dropout=p, dtype="float64")
+    mlp = MLP(GPTConfig(n_embd=16, dropout=p), dtype="float64")
     g = np.random.default_rng(0)
     for prm in mlp.parameters():
         prm.data[...] = g.normal(0, 0.5, prm.shape)
@@ -210,8 +210,13 @@ def test_residual_dropout_rate_and_scale():
 @pytest.mark.parametrize("kw, field", [
     (dict(vocab_size=0), "vocab_size"), (dict(block_size=-1), "block_size"), (dict(n_layer=0), "n_layer"),
     (dict(n_head=3), "n_embd"), (dict(dropout=1.0), "dropout"), (dict(dropout=-0.1), "dropout"),
-    (dict(pos_encoding="rope"), "pos_encoding"), (dict(activation="relu"), "activation"),
-    (dict(n_embd=2.5), "n_embd"), (dict(ln_eps=0), "ln_eps"), (dict(bias="yes"), "bias"),
+    (dict(pos_encoding="alibi"), "pos_encoding"), (dict(activation="relu"), "activation"),
+    (dict(n_embd=2.5), "n_embd"), (dict(norm_eps=0), "norm_eps"), (dict(bias="yes"), "bias"),
+    (dict(n_kv_head=3), "n_kv_head"), (dict(head_size=0), "head_size"), (dict(norm="batchnorm"), "norm"),
+    (dict(mlp="gated"), "mlp='gated' with activation='gelu_tanh'"), (dict(rope_type="llama3"), "needs pos_encoding"),
+    (dict(pos_encoding="rope", n_embd=6, n_head=2), "head_size must be even"),
+    (dict(pos_encoding="rope", rope_type="linear"), "needs rope_factor"),
+    (dict(norm="rmsnorm", norm_bias=True), "norm_bias"), (dict(qkv_bias=1), "qkv_bias"),
 ])
 def test_config_validation(kw, field):
     base = dict(vocab_size=10, block_size=8, n_layer=1, n_head=2, n_embd=8)

@@ -32,7 +32,7 @@ def tiny(tmp_path, data_dir, name="out", **kw) -> TrainConfig:
     base = dict(out_dir=str(tmp_path / name), data_dir=data_dir, n_layer=1, n_head=2, n_embd=16, block_size=8,
                 batch_size=4, max_iters=12, eval_interval=4, eval_iters=2, log_interval=2, warmup_iters=2,
                 lr=1e-2, min_lr=1e-3, progress=False, plot=False, seed=3)
-    return TrainConfig(**{**base, **kw})
+    return TrainConfig.from_values({**base, **kw})
 
 
 def weights(out_dir, name=ck.LATEST):
@@ -157,7 +157,8 @@ def test_fine_tune_starts_from_checkpoint_weights(tmp_path, data_dir):
     ft = tiny(tmp_path, str(tmp_path / "newdata"), "ft", init_from=base.config.out_dir, max_iters=0,
               n_layer=3, n_embd=32, block_size=4)  # shape flags are ignored: the checkpoint decides
     r = train(ft, **quiet)
-    assert r.config.n_layer == 1 and r.config.n_embd == 16 and r.config.block_size == 8
+    m = r.config.model
+    assert m.n_layer == 1 and m.n_embd == 16 and m.block_size == 8
     assert_same_weights(weights(base.config.out_dir, ck.BEST), weights(ft.out_dir, ck.LATEST))
     r = train(dataclasses.replace(ft, out_dir=str(tmp_path / "ft2"), max_iters=3, lr=3e-4, min_lr=3e-5), **quiet)
     saved = ck.load_checkpoint(os.path.join(r.config.out_dir, ck.LATEST))

@@ -92,9 +92,14 @@ def _run_prepare(args) -> int:
 
 def _add_train(p: argparse.ArgumentParser) -> None:
     from ..flags import add_flags  # noqa: PLC0415
-    from ..training.loop import TrainConfig  # noqa: PLC0415
+    from ..models.config import ARCHS  # noqa: PLC0415
+    from ..training.config import TrainConfig  # noqa: PLC0415
 
-    p.add_argument("--config", help="a .toml or .json file of TrainConfig fields; flags override it")
+    p.add_argument("--config", help="a .toml or .json file of TrainConfig fields (the model's flat, or in a "
+                   "[model] table); flags override it")
+    p.add_argument("--arch", choices=tuple(ARCHS), help="start the model from this family's defaults "
+                   "(gpt2: layernorm, GELU MLP, learned positions, biases; llama/qwen2/qwen3: rmsnorm, SwiGLU, "
+                   "RoPE, ...); every model field stays a flag")
     p.add_argument("--nproc", type=int, help="data-parallel: run N ranks through mpiexec (needs npgpt[dist]); "
                    "equals one process with grad_accum x N. Each rank gets cores/N BLAS threads unless "
                    "OMP_NUM_THREADS is set")

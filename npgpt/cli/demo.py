@@ -10,7 +10,8 @@ import os
 
 from ..data.tokens import prepare
 from ..generation.loading import sample
-from ..training.loop import TrainConfig, train
+from ..training.config import TrainConfig
+from ..training.loop import train
 
 DEMO = dict(
     n_layer=4, n_head=4, n_embd=128, block_size=64, batch_size=12, dropout=0.0,
@@ -24,7 +25,7 @@ def run_demo(root: str = "out", max_iters: int | None = None, log=print) -> int:
     log("== npgpt demo: a character-level GPT on the Python standard library's own source ==")
     prepare("stdlib", data_dir, log=log)
     overrides = {} if max_iters is None else {"max_iters": max_iters, "warmup_iters": min(100, max_iters)}
-    cfg = TrainConfig(out_dir=out_dir, data_dir=data_dir, **{**DEMO, **overrides})
+    cfg = TrainConfig.from_values({**DEMO, **overrides, "out_dir": out_dir, "data_dir": data_dir})
     result = train(cfg, log=log)
     if result.interrupted:
         return 130

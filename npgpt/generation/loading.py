@@ -17,9 +17,10 @@ import os
 
 import numpy as np
 
-from ..training.checkpoint import BEST, LATEST, Checkpoint, load_checkpoint
+from ..training.checkpoint import BEST, LATEST, load_checkpoint
+from ..training.start import model_from_checkpoint
 from .generate import generate
-from ..models.gpt import GPT, GPTConfig
+from ..models.gpt import GPT
 
 HF_CONFIG = "config.json"
 
@@ -28,15 +29,6 @@ def is_pretrained_dir(path) -> bool:
     """A GPT-2 / Hugging Face directory: one holding config.json (and no npgpt checkpoint)."""
     inside = os.path.isdir(path) and set(os.listdir(path))
     return bool(inside) and HF_CONFIG in inside and not {BEST, LATEST} & inside
-
-
-def model_from_checkpoint(ckpt: Checkpoint, dtype="float32", device=None, seed: int = 0, **overrides) -> GPT:
-    """A GPT with the checkpoint's config (fields in `overrides` replaced, e.g. dropout) and weights;
-    `seed` only seeds its dropout generator, since the weights come from the checkpoint."""
-    config = GPTConfig.from_dict({**ckpt.model_config, **overrides})
-    model = GPT(config, seed=seed, dtype=dtype, device=device)
-    model.load_state_dict(ckpt.model_state)
-    return model
 
 
 def load_model(path, dtype="float32", device=None, seed: int = 0, **overrides):

@@ -1,4 +1,4 @@
-"""GPTConfig and GPT: token + position embedding, n_layer pre-norm blocks, final layernorm, head.
+"""GPT: token + position embedding, n_layer pre-norm blocks, final norm, head; described by a GPTConfig.
 
 Parameter names and layouts are GPT-2's, so `state_dict()` is a GPT-2 state dict:
     transformer.wte.weight (V, C)            transformer.wpe.weight (block_size, C)  [learned only]
@@ -11,75 +11,13 @@ logits = x @ W^T, so an untied head loads from HF's `lm_head.weight` as a copy.
 
 from __future__ import annotations
 
-import dataclasses
-import math
-from dataclasses import dataclass
-
 import numpy as np
 
 from .. import functional as F
 from ..backend import get_xp, resolve_device, resolve_dtype, rng, to_device, to_numpy
-from ..nn import Block, Embedding, LayerNorm, Module, ModuleList, Parameter
-from ..parallel import keep_freed_memory
+from ..nn import Block, Embedding, Module, ModuleList, Parameter, init_parameters, norm_layer
 from ..tensor import Tensor
-
-POS_ENCODINGS = ("learned", "sinusoidal")
-ACTIVATIONS = {"gelu_tanh": "tanh", "gelu": "none"}  # config name -> gelu's `approximate`
-
-
-@dataclass(frozen=True)
-class GPTConfig:
-    vocab_size: int
-    block_size: int
-    n_layer: int
-    n_head: int
-    n_embd: int
-    dropout: float = 0.0
-    bias: bool = True
-    pos_encoding: str = "learned"
-    activation: str = "gelu_tanh"
-    tie_embeddings: bool = True
-    ln_eps: float = 1e-5
-
-    def __post_init__(self):
-        for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
-                raise ValueError(f"GPTConfig.{name} must be a positive integer, got {v!r}")
-            object.__setattr__(self, name, int(v))  # a NumPy integer becomes a plain int (JSON-able)
-        if self.n_embd % self.n_head:
-            raise ValueError(f"GPTConfig.n_embd={self.n_embd} must be divisible by n_head={self.n_head}")
-        if isinstance(self.dropout, bool) or not isinstance(self.dropout, (int, float)) or not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"GPTConfig.dropout must be in [0, 1), got {self.dropout!r}")
-        object.__setattr__(self, "dropout", float(self.dropout))
-        if self.pos_encoding not in POS_ENCODINGS:
-            raise ValueError(f"GPTConfig.pos_encoding must be one of {POS_ENCODINGS}, got {self.pos_encoding!r}")
-        if self.activation not in ACTIVATIONS:
-            raise ValueError(f"GPTConfig.activation must be one of {tuple(ACTIVATIONS)}, got {self.activation!r}")
-        for name in ("bias", "tie_embeddings"):
-            if not isinstance(getattr(self, name), bool):
-                raise ValueError(f"GPTConfig.{name} must be a bool, got {getattr(self, name)!r}")
-        if isinstance(self.ln_eps, bool) or not isinstance(self.ln_eps, (int, float)) or not self.ln_eps > 0:
-            raise ValueError(f"GPTConfig.ln_eps must be a positive number, got {self.ln_eps!r}")
-
-    @property
-    def head_size(self) -> int:
-        return self.n_embd // self.n_head
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "GPTConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"GPTConfig.from_dict: unknown keys {unknown}; known keys are {sorted(known)}")
-        missing = sorted(f.name for f in dataclasses.fields(cls)
-                         if f.name not in d and f.default is dataclasses.MISSING)
-        if missing:
-            raise ValueError(f"GPTConfig.from_dict: missing required keys {missing}")
-        return cls(**d)
+from .config import GPTConfig
 
 
 class GPT(Module):
@@ -99,49 +37,32 @@ class GPT(Module):
         super().__init__()
         if not isinstance(config, GPTConfig):
             raise ValueError(f"GPT needs a GPTConfig, got {type(config).__name__}")
+        if config.vocab_size is None:
+            raise ValueError("GPTConfig.vocab_size is None: give the vocabulary's size to build a model "
+                             "(training fills it from the data)")
+        _refuse_unbuilt(config)
         object.__setattr__(self, "config", config)
         object.__setattr__(self, "dtype", resolve_dtype(dtype))
         object.__setattr__(self, "device", resolve_device(device))
-        if self.device == "cpu":
-            keep_freed_memory()  # training re-allocates the same large arrays every step
-        c, dt, dev = config, self.dtype, self.device
-        t = Module()
-        t.wte = Embedding(c.vocab_size, c.n_embd, dt, dev, init=False)  # every layer filled by _init_weights
+        c, dt = config, self.dtype
+        t = Module()  # built on the host, drawn there (init), then moved once
+        t.wte = Embedding(c.vocab_size, c.n_embd, dt)
         if c.pos_encoding == "learned":
-            t.wpe = Embedding(c.block_size, c.n_embd, dt, dev, init=False)
-        t.h = ModuleList(
-            Block(c.n_embd, c.n_head, c.bias, c.dropout, ACTIVATIONS[c.activation], c.ln_eps, dt, dev, init=False)
-            for _ in range(c.n_layer)
-        )
-        t.ln_f = LayerNorm(c.n_embd, c.bias, c.ln_eps, dt, dev, init=False)
+            t.wpe = Embedding(c.block_size, c.n_embd, dt)
+        t.h = ModuleList(Block(c, dt) for _ in range(c.n_layer))
+        t.ln_f = norm_layer(c, dt)
         self.transformer = t
         if not c.tie_embeddings:
             self.lm_head = Module()
-            self.lm_head.weight = Parameter(to_device(np.zeros((c.vocab_size, c.n_embd), dt), dev))
+            self.lm_head.weight = Parameter(np.zeros((c.vocab_size, c.n_embd), dt))
+        if init:  # init=False leaves zeros for a caller that fills every parameter (from_pretrained)
+            init_parameters(self, rng(seed), c.n_layer)
+        self.to(self.device)
         sin = None
         if c.pos_encoding == "sinusoidal":
-            sin = to_device(F.sinusoidal_positions(c.block_size, c.n_embd, dtype=dt), dev)
+            sin = to_device(F.sinusoidal_positions(c.block_size, c.n_embd, dtype=dt), self.device)
         object.__setattr__(self, "_sinusoid", sin)  # (block_size, C), a constant
-        if init:  # init=False leaves zeros for a caller that fills every parameter (from_pretrained)
-            self._init_weights(seed)
         object.__setattr__(self, "_dropout_generator", rng([seed, 1]))
-
-    # --- initialisation ---------------------------------------------------------------------
-    def _init_weights(self, seed: int) -> None:
-        """GPT-2's init: weights N(0, 0.02), residual projections (c_proj) N(0, 0.02/sqrt(2*n_layer)),
-        biases 0, layernorm weights 1. Drawn in named_parameters order from one generator."""
-        g = rng(seed)
-        proj_std = 0.02 / math.sqrt(2 * self.config.n_layer)
-        layernorms = {id(m.weight) for _, m in self.named_modules() if isinstance(m, LayerNorm)}
-        for name, p in self.named_parameters():
-            if id(p) in layernorms:
-                value = np.ones(p.shape)
-            elif name.endswith(".bias"):
-                value = np.zeros(p.shape)
-            else:
-                std = proj_std if name.endswith("c_proj.weight") else 0.02
-                value = g.normal(0.0, std, size=p.shape)
-            p.data[...] = to_device(value.astype(self.dtype), self.device)
 
     # --- dropout randomness -----------------------------------------------------------------
     @property
@@ -206,7 +127,7 @@ class GPT(Module):
         B, T = idx.shape
         t0 = 0 if cache is None else self._check_cache(cache, B, T, targets)
         c, tr, gen = self.config, self.transformer, self._dropout_generator
-        x = tr.wte(idx, check_ids=False)  # (B, T, C)
+        x = tr.wte(idx)  # (B, T, C)
         if c.pos_encoding == "learned" and t0 == 0:
             x = x + F.position_embedding(T, tr.wpe.weight)  # (T, C) broadcast over B
         elif c.pos_encoding == "learned":
@@ -266,3 +187,20 @@ class GPT(Module):
         from .hf import save_pretrained  # noqa: PLC0415
 
         return save_pretrained(self, path, tokenizer)
+
+
+def _refuse_unbuilt(c: GPTConfig) -> None:
+    """The description's fields that this model cannot run yet, by name."""
+    bad = []
+    if c.norm != "layernorm":
+        bad.append(f"norm={c.norm!r}")
+    if c.mlp != "standard":
+        bad.append(f"mlp={c.mlp!r}")
+    if c.pos_encoding == "rope":
+        bad.append("pos_encoding='rope'")
+    if c.n_kv_head != c.n_head:
+        bad.append(f"n_kv_head={c.n_kv_head} (grouped-query attention)")
+    if c.qk_norm:
+        bad.append("qk_norm=True")
+    if bad:
+        raise ValueError("this model cannot be built yet: " + ", ".join(bad))

@@ -2,7 +2,7 @@
 
 A GPT-2 directory (what transformers' GPT2LMHeadModel.save_pretrained writes):
     config.json        model_type "gpt2"; n_layer, n_head, n_embd, n_positions (npgpt's block_size),
-                       vocab_size, layer_norm_epsilon (ln_eps), activation_function, tie_word_embeddings,
+                       vocab_size, layer_norm_epsilon (norm_eps), n_inner (intermediate_size), activation_function, tie_word_embeddings,
                        resid/embd/attn_pdrop; a key left out takes GPT2Config's default
     model.safetensors  the weights (or model.safetensors.index.json + shards, or pytorch_model.bin,
                        read without PyTorch by npgpt.models.torch_pickle, which refuses any pickled code)
@@ -29,7 +29,8 @@ import numpy as np
 
 from ..backend import to_numpy
 from .hf_weights import read_weights
-from .gpt import GPT, GPTConfig
+from .config import GPTConfig
+from .gpt import GPT
 
 TANH_GELUS = ("gelu_new", "gelu_pytorch_tanh", "gelu_fast", "gelu_python_tanh")
 EXACT_GELUS = ("gelu", "gelu_python")
@@ -65,7 +66,6 @@ def config_from_hf(d: dict, where: str, dropout: float | None = None) -> GPTConf
         raise ValueError(f"{where}: activation_function {act!r} is not supported; npgpt runs the tanh GELU "
                          f"({', '.join(TANH_GELUS)}) and the exact GELU ({', '.join(EXACT_GELUS)})")
     refused = {
-        "n_inner": g.get("n_inner") not in (None, 4 * g["n_embd"]),
         "scale_attn_weights": g.get("scale_attn_weights", True) is not True,
         "scale_attn_by_inverse_layer_idx": bool(g.get("scale_attn_by_inverse_layer_idx", False)),
         "add_cross_attention": bool(g.get("add_cross_attention", False)),
@@ -73,7 +73,7 @@ def config_from_hf(d: dict, where: str, dropout: float | None = None) -> GPTConf
     bad = [k for k, no in refused.items() if no]
     if bad:
         raise ValueError(f"{where}: npgpt cannot run {', '.join(f'{k}={g[k]!r}' for k in bad)} (it runs GPT-2's "
-                         "layout: n_inner = 4 * n_embd, attention scaled by 1/sqrt(head size), no cross-attention)")
+                         "layout: attention scaled by 1/sqrt(head size), no cross-attention)")
     if dropout is None:
         rates = {g[k] for k in ("resid_pdrop", "embd_pdrop", "attn_pdrop")}
         if len(rates) != 1:
@@ -82,9 +82,9 @@ def config_from_hf(d: dict, where: str, dropout: float | None = None) -> GPTConf
         dropout = rates.pop()
     try:
         return GPTConfig(vocab_size=g["vocab_size"], block_size=g["n_positions"], n_layer=g["n_layer"],
-                         n_head=g["n_head"], n_embd=g["n_embd"], dropout=dropout, bias=True,
-                         pos_encoding="learned", activation=FROM_HF_ACTIVATION[act],
-                         tie_embeddings=g["tie_word_embeddings"], ln_eps=g["layer_norm_epsilon"])
+                         n_head=g["n_head"], n_embd=g["n_embd"], intermediate_size=g.get("n_inner"),
+                         dropout=dropout, bias=True, pos_encoding="learned", activation=FROM_HF_ACTIVATION[act],
+                         tie_embeddings=g["tie_word_embeddings"], norm_eps=g["layer_norm_epsilon"])
     except ValueError as e:
         raise ValueError(f"{where}: {e}") from None
 
@@ -94,15 +94,18 @@ def config_to_hf(c: GPTConfig, dtype: str = "float32", eot_id: int | None = None
     bad = []
     if c.pos_encoding != "learned":
         bad.append(f"pos_encoding={c.pos_encoding!r} (GPT-2 has learned positions only)")
-    if not c.bias:
+    if not all((c.bias, c.qkv_bias, c.out_bias, c.mlp_bias, c.norm_bias)):
         bad.append("bias=False (GPT-2 has biases in every linear and layernorm layer)")
+    if c.head_size * c.n_head != c.n_embd:
+        bad.append(f"head_size={c.head_size} with n_head={c.n_head}, n_embd={c.n_embd} (GPT-2's heads split n_embd)")
     if bad:
         raise ValueError("this model cannot be saved as a GPT-2 checkpoint: " + "; ".join(bad))
     return {
         "architectures": ["GPT2LMHeadModel"], "model_type": "gpt2",
         "vocab_size": c.vocab_size, "n_positions": c.block_size, "n_embd": c.n_embd, "n_layer": c.n_layer,
-        "n_head": c.n_head, "n_inner": None, "activation_function": TO_HF_ACTIVATION[c.activation],
-        "layer_norm_epsilon": c.ln_eps, "tie_word_embeddings": c.tie_embeddings,
+        "n_head": c.n_head,
+        "n_inner": None if c.intermediate_size == 4 * c.n_embd else c.intermediate_size, "activation_function": TO_HF_ACTIVATION[c.activation],
+        "layer_norm_epsilon": c.norm_eps, "tie_word_embeddings": c.tie_embeddings,
         "resid_pdrop": c.dropout, "embd_pdrop": c.dropout, "attn_pdrop": c.dropout,
         "scale_attn_weights": True, "scale_attn_by_inverse_layer_idx": False, "reorder_and_upcast_attn": False,
         "initializer_range": 0.02, "bos_token_id": eot_id, "eos_token_id": eot_id, "use_cache": True,
@@ -228,30 +231,10 @@ def save_pretrained(model, path, tokenizer=None) -> list[str]:
     return write_files(path, files)
 
 
-def finetune_start(path: str, data_tokenizer, dtype="float32", device=None, seed: int = 0, dropout: float = 0.0,
-                   log=print) -> GPT:
-    """`npgpt train --init-from DIR` with a GPT-2 directory: its model in train mode, after checking
-    that the data was tokenized with the directory's own tokenizer."""
-    model = load_pretrained(GPT, path, dtype=dtype, device=device, dropout=dropout, seed=seed)
-    tok, how = model.tokenizer, f"`npgpt prepare TEXT --out DIR --tokenizer-file {path}`"
-    if tok is None:
-        raise ValueError(f"fine-tune: {path} has no vocab.json + merges.txt, so npgpt cannot check that the data was "
-                         "tokenized with this model's tokenizer; put the model's tokenizer files there and prepare "
-                         f"the text with {how}")
-    if tok.to_dict() != data_tokenizer.to_dict():
-        raise ValueError(f"fine-tune: the GPT-2 directory {path} has a bpe tokenizer of vocab {tok.vocab_size}, but the "
-                         f"data was prepared with a different {data_tokenizer.type_name} tokenizer of vocab "
-                         f"{data_tokenizer.vocab_size}; prepare the text with the model's tokenizer: {how}")
-    c = model.config
-    log(f"fine-tuning from the GPT-2 directory {path} ({c.n_layer} layers, {c.n_head} heads, n_embd {c.n_embd}, "
-        f"block_size {c.block_size}, vocab {c.vocab_size})")
-    return model.train()
-
-
 def export_checkpoint(checkpoint: str, out_dir: str, tokenizer: bool = True, dtype: str | None = None, log=print) -> list[str]:
     """`npgpt export`: an npgpt checkpoint (file or training directory) as a GPT-2 directory."""
     from ..training.checkpoint import load_checkpoint  # noqa: PLC0415
-    from ..generation.loading import model_from_checkpoint  # noqa: PLC0415
+    from ..training.start import model_from_checkpoint  # noqa: PLC0415
 
     ckpt = load_checkpoint(checkpoint)
     if dtype is None:  # as trained

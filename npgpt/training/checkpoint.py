@@ -3,10 +3,15 @@
 File layout (safetensors; nothing unpickles, so loading never runs code):
     tensors   "model/<parameter name>"     the weights
               "optim/<path>"               every array of the optimizer's state_dict
-    metadata  "format": "npgpt-checkpoint", "version": "1"
+    metadata  "format": "npgpt-checkpoint", "version": "2"
               "state": JSON of {iter_num, best_val_loss, model_config, train_config, rng, tokenizer,
                                 optimizer (state_dict with arrays replaced by {"__tensor__": key}),
                                 tensors_sha256}
+`model_config` is the model's one description (GPTConfig.to_dict()); `train_config` holds the
+training options only (TrainConfig.to_dict(), without the model). Version 1 files (npgpt before the
+one-description redesign) stored the model's shape a second time inside train_config and named the
+norm epsilon `ln_eps`: they load as version 2 (`_upgrade_v1`), so every earlier checkpoint still
+samples and resumes.
 `tensors_sha256` hashes every tensor's name, dtype, shape and bytes, so a flipped byte in the data
 is caught on load, not only a broken header.
 
@@ -30,7 +35,11 @@ from ..backend import to_numpy
 from ..fileio import atomic_write
 
 FORMAT = "npgpt-checkpoint"
-VERSION = 1
+VERSION = 2
+READS = ("1", "2")
+# version 1's train_config copied these model fields; version 2 keeps them in model_config only
+_V1_MODEL_KEYS = ("n_layer", "n_head", "n_embd", "block_size", "bias", "pos_encoding", "activation",
+                  "tie_embeddings", "dropout")
 LATEST = "ckpt.safetensors"
 BEST = "best.safetensors"
 
@@ -115,7 +124,10 @@ def save_checkpoint(path: str, *, model, optimizer, iter_num: int, best_val_loss
     `train_config` is a dataclass or dict; `rng` maps names to `bit_generator.state` dicts;
     `tokenizer` is a Tokenizer (its to_dict() is stored) or None.
     """
-    tcfg = dataclasses.asdict(train_config) if dataclasses.is_dataclass(train_config) else dict(train_config)
+    if hasattr(train_config, "to_dict"):
+        tcfg = train_config.to_dict()  # a TrainConfig: the options without the model, stored once below
+    else:
+        tcfg = dataclasses.asdict(train_config) if dataclasses.is_dataclass(train_config) else dict(train_config)
     payload = encode_checkpoint(
         model_state=model.state_dict(),
         optimizer_state=optimizer.state_dict() if optimizer is not None else None,
@@ -162,8 +174,9 @@ def load_checkpoint(path: str, prefer: str = BEST) -> Checkpoint:
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise ValueError(f"{path}: a safetensors file, but not an npgpt checkpoint (no format={FORMAT!r} in its "
                          "metadata); GPT-2 weights load through the model, not as a training checkpoint")
-    if meta.get("version") != str(VERSION):
-        raise ValueError(f"{path}: checkpoint format version {meta.get('version')!r}; this npgpt reads version {VERSION}")
+    if meta.get("version") not in READS:
+        raise ValueError(f"{path}: checkpoint format version {meta.get('version')!r}; this npgpt reads versions "
+                         f"{', '.join(READS)} (a newer npgpt wrote it?)")
     try:
         from safetensors.numpy import load  # noqa: PLC0415
 
@@ -177,6 +190,8 @@ def load_checkpoint(path: str, prefer: str = BEST) -> Checkpoint:
         raise ValueError(f"{bad}: the tensor data does not match its checksum (corrupt)")
     model_state = {k[len("model/"):]: v for k, v in tensors.items() if k.startswith("model/")}
     optim = state.get("optimizer")
+    if meta["version"] == "1":
+        state = _upgrade_v1(state)
     try:
         return Checkpoint(
             path=path, iter_num=int(state["iter_num"]), best_val_loss=state["best_val_loss"],
@@ -186,3 +201,12 @@ def load_checkpoint(path: str, prefer: str = BEST) -> Checkpoint:
         )
     except (KeyError, TypeError, ValueError) as e:
         raise ValueError(f"{bad}: its metadata lacks or garbles {e}") from None
+
+
+def _upgrade_v1(state: dict) -> dict:
+    """A version-1 state in version 2's shape: the model's fields out of train_config, ln_eps -> norm_eps."""
+    model = dict(state.get("model_config") or {})
+    if "ln_eps" in model:
+        model["norm_eps"] = model.pop("ln_eps")
+    train = {k: v for k, v in (state.get("train_config") or {}).items() if k not in _V1_MODEL_KEYS}
+    return {**state, "model_config": model, "train_config": train}

@@ -1,4 +1,4 @@
-"""The training loop: TrainConfig, train(), and the resume / fine-tune starts.
+"""The training loop: train(cfg) for a TrainConfig (npgpt/training/config.py), and its starts.
 
     it = start
     loop:
@@ -25,108 +25,23 @@ import dataclasses
 import math
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
 from . import dist
-from ..backend import DEVICES, DTYPES, default_device, select_cuda_device
-from .checkpoint import BEST, LATEST, load_checkpoint, save_checkpoint
+from ..backend import select_cuda_device
 from ..data.tokens import TokenData
-from ..generation.loading import model_from_checkpoint
-from ..models.gpt import GPT, GPTConfig
-from .optim import clip_grad_norm, configure_optimizer, cosine_lr
+from ..models.gpt import GPT
+from ..process import keep_freed_memory
+from .checkpoint import BEST, LATEST, load_checkpoint, save_checkpoint
+from .config import TrainConfig, split_values  # noqa: F401 - TrainConfig re-exported for callers
+from .optim import clip_grad_norm, configure_optimizer
+from .start import start_model
 from .log import Progress, TrainLog, plot_losses, read_log  # noqa: F401 - read_log re-exported
 from .step import (NoLog, StepReadings, StopFlag, accumulate_gradients, check_replicas, dropout_draws,
                         estimate_loss, refuse_mismatch)
 from .step import TrainingDiverged  # noqa: F401 - raised here, re-exported for callers
-
-MODEL_FIELDS = ("n_layer", "n_head", "n_embd", "block_size", "bias", "pos_encoding", "activation", "tie_embeddings")
-
-
-def _h(text: str, default=dataclasses.MISSING):
-    return field(default=default, metadata={"help": text})
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    # I/O and start
-    out_dir: str = _h("where checkpoints, log.jsonl and loss.png go", "out")
-    data_dir: str = _h("a directory made by `npgpt prepare`", "data")
-    init_from: str = _h("'scratch', 'resume' (from out_dir), or a checkpoint or GPT-2 directory to fine-tune from", "scratch")
-    # evaluation and logging
-    eval_interval: int = _h("evaluate (and maybe save) every this many steps", 250)
-    eval_iters: int = _h("batches per split in each evaluation", 200)
-    log_interval: int = _h("log the training loss every this many steps", 10)
-    always_save_checkpoint: bool = _h("save ckpt.safetensors at every evaluation, not only at the end", False)
-    plot: bool = _h("draw out_dir/loss.png at the end (needs matplotlib)", True)
-    progress: bool = _h("show a tqdm progress bar (plain log lines without tqdm)", True)
-    # data
-    batch_size: int = _h("sequences per micro-batch", 12)
-    block_size: int = _h("context length in tokens", 64)
-    grad_accum: int = _h("micro-batches per optimizer step (gradient_accumulation_steps)", 1)
-    # model (ignored on resume and fine-tune, which take the checkpoint's shape)
-    n_layer: int = _h("transformer blocks", 4)
-    n_head: int = _h("attention heads", 4)
-    n_embd: int = _h("embedding width", 128)
-    dropout: float = _h("dropout probability", 0.0)
-    bias: bool = _h("biases in linear and layernorm layers", True)
-    pos_encoding: str = _h("'learned' or 'sinusoidal'", "learned")
-    activation: str = _h("'gelu_tanh' or 'gelu'", "gelu_tanh")
-    tie_embeddings: bool = _h("share the token embedding with the output head", True)
-    # optimizer and schedule
-    max_iters: int = _h("optimizer steps in all (a resumed run continues up to this)", 2000)
-    lr: float = _h("peak learning rate", 1e-3)
-    min_lr: float = _h("learning rate at the end of the cosine decay", 1e-4)
-    warmup_iters: int = _h("linear warmup steps", 100)
-    lr_decay_iters: int | None = _h("step where the cosine reaches min_lr (none: max_iters)", None)
-    decay_lr: bool = _h("use warmup + cosine decay; off: constant lr", True)
-    weight_decay: float = _h("AdamW weight decay on matrices and embeddings", 0.1)
-    beta1: float = _h("AdamW beta1", 0.9)
-    beta2: float = _h("AdamW beta2", 0.99)
-    grad_clip: float = _h("clip the global gradient norm to this (0: off)", 1.0)
-    # system
-    seed: int = _h("seed for weights, batches and dropout", 1337)
-    dtype: str = _h("'float32' or 'float64'", "float32")
-    device: str | None = _h("'cpu' or 'cuda' (CuPy); none: $NPGPT_DEVICE when the config is made, else cpu", None)
-
-    def __post_init__(self):
-        if self.device is None:
-            object.__setattr__(self, "device", default_device())
-        for name in ("eval_interval", "eval_iters", "log_interval", "batch_size", "block_size", "grad_accum"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"TrainConfig.{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("max_iters", "warmup_iters"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"TrainConfig.{name} must be >= 0, got {getattr(self, name)}")
-        if not (self.lr > 0 and 0 <= self.min_lr <= self.lr):
-            raise ValueError(f"TrainConfig needs lr > 0 and 0 <= min_lr <= lr, got lr={self.lr}, min_lr={self.min_lr}")
-        if self.decay_lr and self.lr_decay_iters is not None and self.warmup_iters > self.lr_decay_iters:
-            raise ValueError(f"TrainConfig.warmup_iters={self.warmup_iters} exceeds lr_decay_iters={self.lr_decay_iters}")
-        if self.grad_clip < 0 or self.weight_decay < 0:
-            raise ValueError(f"TrainConfig.grad_clip and weight_decay must be >= 0, got {self.grad_clip}, {self.weight_decay}")
-        if self.dtype not in DTYPES or self.device not in DEVICES:
-            raise ValueError(f"TrainConfig: dtype must be one of {tuple(DTYPES)} and device one of {DEVICES}, "
-                             f"got {self.dtype!r}, {self.device!r}")
-        for name in ("beta1", "beta2"):
-            if not 0.0 <= getattr(self, name) < 1.0:
-                raise ValueError(f"TrainConfig.{name} must lie in [0, 1), got {getattr(self, name)}")
-        if not self.init_from:
-            raise ValueError("TrainConfig.init_from must be 'scratch', 'resume' or a checkpoint path")
-
-    @property
-    def decay_iters(self) -> int:
-        """Where the cosine ends: lr_decay_iters, or max_iters (but never before warmup ends)."""
-        return max(self.max_iters, self.warmup_iters) if self.lr_decay_iters is None else self.lr_decay_iters
-
-    def lr_at(self, it: int) -> float:
-        if not self.decay_lr:
-            return self.lr
-        return cosine_lr(it, self.lr, self.min_lr, self.warmup_iters, self.decay_iters)
-
-    def model_config(self, vocab_size: int) -> GPTConfig:
-        return GPTConfig(vocab_size=vocab_size, dropout=self.dropout, **{k: getattr(self, k) for k in MODEL_FIELDS})
-
 
 @dataclass
 class TrainResult:
@@ -136,43 +51,6 @@ class TrainResult:
     interrupted: bool
     model: GPT
     config: TrainConfig
-
-
-def _check_tokenizer(data: TokenData, ckpt, what: str) -> None:
-    if ckpt.tokenizer is not None and ckpt.tokenizer != data.tokenizer.to_dict():
-        old, new = ckpt.load_tokenizer(), data.tokenizer
-        raise ValueError(
-            f"{what}: the checkpoint {ckpt.path} was trained with a {old.type_name} tokenizer of vocab {old.vocab_size}, "
-            f"but {data.data_dir} was prepared with a different {new.type_name} tokenizer of vocab {new.vocab_size}; "
-            f"prepare the new text with the checkpoint's tokenizer: `npgpt prepare TEXT --out DIR --tokenizer-file "
-            f"{os.path.join(os.path.dirname(ckpt.path), 'tokenizer.json')}`"
-        )
-
-
-def _start(cfg: TrainConfig, data: TokenData, log):
-    """(config, model, checkpoint or None) for cfg.init_from."""
-    if cfg.init_from == "scratch":
-        return cfg, GPT(cfg.model_config(data.vocab_size), seed=cfg.seed, dtype=cfg.dtype, device=cfg.device), None
-    resume = cfg.init_from == "resume"
-    if not resume and os.path.isfile(os.path.join(cfg.init_from, "config.json")):  # a GPT-2 directory
-        from ..models.hf import finetune_start  # noqa: PLC0415
-
-        model = finetune_start(cfg.init_from, data.tokenizer, dtype=cfg.dtype, device=cfg.device, seed=cfg.seed,
-                               dropout=cfg.dropout, log=log)
-        return dataclasses.replace(cfg, **{k: getattr(model.config, k) for k in MODEL_FIELDS}), model, None
-    if resume and not any(os.path.isfile(os.path.join(cfg.out_dir, n)) for n in (LATEST, BEST)):
-        raise ValueError(f"init_from='resume': no checkpoint in {cfg.out_dir} to resume from (expected {LATEST}); "
-                         "train with --init-from scratch first, or point --out-dir at a training directory")
-    ckpt = load_checkpoint(cfg.out_dir if resume else cfg.init_from, prefer=LATEST if resume else BEST)
-    _check_tokenizer(data, ckpt, "resume" if resume else "fine-tune")
-    shape = {k: ckpt.model_config[k] for k in MODEL_FIELDS}
-    changed = {k: (getattr(cfg, k), v) for k, v in shape.items() if getattr(cfg, k) != v}
-    if changed:
-        log(f"model shape from {ckpt.path}: " + ", ".join(f"{k}={v}" for k, (_, v) in changed.items()))
-    cfg = dataclasses.replace(cfg, **shape)
-    model = model_from_checkpoint(ckpt, dtype=cfg.dtype, device=cfg.device, seed=cfg.seed, dropout=cfg.dropout)
-    log(f"{'resuming' if resume else 'fine-tuning'} from {ckpt.path} (step {ckpt.iter_num})")
-    return cfg, model, ckpt
 
 
 def train(cfg: TrainConfig, log=print) -> TrainResult:
@@ -186,9 +64,12 @@ def train(cfg: TrainConfig, log=print) -> TrainResult:
     log = log if main else (lambda *a, **k: None)
     if cfg.device == "cuda" and world.size > 1:
         select_cuda_device(world.local_rank)
+    if cfg.device == "cpu":
+        keep_freed_memory()  # training re-allocates the same large arrays every step
     data = TokenData(cfg.data_dir)
-    cfg, model, ckpt = _start(cfg, data, log)
-    data.check_block_size(cfg.block_size)
+    model, ckpt = start_model(cfg, data, log)
+    cfg = dataclasses.replace(cfg, model=model.config)  # the model's own description, vocab_size known
+    data.check_block_size(cfg.model.block_size)
     optimizer = configure_optimizer(model, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(cfg.beta1, cfg.beta2))
     batch_gen = np.random.default_rng([cfg.seed, 2])
     it, best = 0, None
@@ -203,7 +84,8 @@ def train(cfg: TrainConfig, log=print) -> TrainResult:
         os.makedirs(cfg.out_dir, exist_ok=True)
         data.tokenizer.save(os.path.join(cfg.out_dir, "tokenizer.json"))
     tlog = TrainLog(os.path.join(cfg.out_dir, "log.jsonl"), append=cfg.init_from == "resume") if main else NoLog()
-    tlog.write({"event": "start", "iter": it, "config": dataclasses.asdict(cfg), "params": model.num_params(),
+    tlog.write({"event": "start", "iter": it, "config": cfg.to_dict(), "model": cfg.model.to_dict(),
+                "params": model.num_params(),
                 "ranks": world.size})
     log(f"{model.num_params():,} parameters, {data.vocab_size} tokens in the vocabulary, "
         f"{len(data.train):,} train / {len(data.val):,} val tokens, steps {it} -> {cfg.max_iters}"
@@ -229,7 +111,7 @@ def train(cfg: TrainConfig, log=print) -> TrainResult:
     params = model.parameters()
     sum_gradients = dist.GradientSum(params, world) if world.size > 1 else None
     draws = dropout_draws(model, data, cfg) if world.size > 1 else 0
-    tokens_per_step = cfg.batch_size * cfg.block_size * cfg.grad_accum * world.size
+    tokens_per_step = cfg.batch_size * cfg.model.block_size * cfg.grad_accum * world.size
     last_eval, interrupted = None, False
     progress = Progress(it, cfg.max_iters, enabled=cfg.progress and main, log=log)
     t_last, it_last = time.perf_counter(), it
@@ -283,21 +165,32 @@ def train(cfg: TrainConfig, log=print) -> TrainResult:
     return TrainResult(it, best, last_eval, interrupted, model, cfg)
 
 
-def resume_config(out_dir: str, overrides: dict) -> TrainConfig:
-    """The config a resumed run uses: the checkpoint's own train config, with `overrides` on top."""
+def resume_config(out_dir: str, given: dict) -> TrainConfig:
+    """The config a resumed run uses: the checkpoint's own training options and model, with the
+    options `given` on top. Of the model's fields only dropout may change: any other given one that
+    differs from the checkpoint's is a ValueError naming it (a resumed run keeps its shape)."""
     ckpt = load_checkpoint(out_dir, prefer=LATEST)
-    saved = {k: v for k, v in ckpt.train_config.items() if k in {f.name for f in dataclasses.fields(TrainConfig)}}
-    return TrainConfig(**{**saved, **overrides, "out_dir": out_dir, "init_from": "resume"})
+    train_given, model_given = split_values(given)
+    saved = {k: v for k, v in ckpt.train_config.items() if k in TrainConfig.__dataclass_fields__ and k != "model"}
+    model = {**ckpt.model_config, **model_given}
+    changed = sorted(k for k, v in model_given.items() if k != "dropout" and ckpt.model_config.get(k) != v)
+    if changed:
+        raise ValueError(f"resume: {', '.join(f'--{k.replace(chr(95), chr(45))} {model_given[k]!r}' for k in changed)} "
+                         f"differs from the model in {ckpt.path} "
+                         f"({', '.join(f'{k}={ckpt.model_config.get(k)!r}' for k in changed)}); a resumed run keeps its "
+                         "model's shape (only --dropout may change): train into a new --out-dir to change it")
+    return TrainConfig.from_values({**saved, **train_given, "model": model, "out_dir": out_dir, "init_from": "resume"})
 
 
 def config_from_cli(args) -> TrainConfig:
-    """TrainConfig from `npgpt train`'s namespace: defaults < --config file < flags given.
-    With init_from=resume the checkpoint's own train config replaces the defaults."""
+    """TrainConfig from `npgpt train`'s namespace: defaults (the --arch family's for the model) <
+    --config file < flags given. With init_from=resume the checkpoint's own config replaces the defaults."""
     from ..flags import flag_values, load_config_file  # noqa: PLC0415
 
     given = load_config_file(args.config, TrainConfig) if getattr(args, "config", None) else {}
+    if "model" in given:  # a [model] table: its fields join the flat ones
+        given = {**given.pop("model"), **given}
     given.update(flag_values(args, TrainConfig))
     if given.get("init_from") == "resume":
         return resume_config(given.get("out_dir", TrainConfig.out_dir), given)
-    return TrainConfig(**given)
-
+    return TrainConfig.from_values(given, arch=getattr(args, "arch", None))

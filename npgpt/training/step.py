@@ -83,7 +83,7 @@ def dropout_draws(model, data, cfg) -> int:
         return 0
     bits = model.dropout_generator.bit_generator
     start, was_training = bits.state, model.training
-    x, y = data.get_batch("train", cfg.batch_size, cfg.block_size, np.random.default_rng(0))
+    x, y = data.get_batch("train", cfg.batch_size, cfg.model.block_size, np.random.default_rng(0))
     model.train()
     try:
         with no_grad():
@@ -104,7 +104,7 @@ def accumulate_gradients(model, data, cfg, batch_gen: np.random.Generator, world
     start = bits.state if n > 1 else None
     loss_sum = None
     for j in range(k):
-        x, y = data.get_batch("train", cfg.batch_size, cfg.block_size, batch_gen)
+        x, y = data.get_batch("train", cfg.batch_size, cfg.model.block_size, batch_gen)
         if j % n != world.rank:
             continue
         if n > 1:
@@ -137,7 +137,7 @@ def estimate_loss(model, data, cfg, it: int, world: World | None = None) -> dict
                 g = np.random.default_rng([cfg.seed, 3, it, s])
                 mine, values = [], []  # this rank's batch numbers and their losses, left on the device
                 for i in range(cfg.eval_iters):
-                    x, y = data.get_batch(split, cfg.batch_size, cfg.block_size, g)
+                    x, y = data.get_batch(split, cfg.batch_size, cfg.model.block_size, g)
                     if i % world.size == world.rank:
                         mine.append(i)
                         values.append(model(x, y)[1].data)
