@@ -14,4 +14,5 @@ from .ops.loss import cross_entropy
 from .ops.matrix import linear, matmul
 from .ops.mlp import mlp
 from .ops.reduce import max, mean, sum
+from .ops.rms_norm import rms_norm
 from .ops.shape import concatenate, getitem, reshape, split, transpose

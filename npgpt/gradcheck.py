@@ -172,6 +172,8 @@ def _cases(r):
         ("position_embedding", "position_embedding", lambda wpe: F.position_embedding(3, wpe), {"wpe": n((5, 4))}, None),
         ("layer_norm", "layer_norm", lambda x, w, b: F.layer_norm(x, w, b), {"x": n((2, 3, 5)), "w": n((5,)), "b": n((5,))}, None),
         ("layer_norm no bias", "layer_norm", lambda x, w: F.layer_norm(x, w), {"x": n((4, 3)), "w": n((3,))}, None),
+        ("rms_norm", "rms_norm", lambda x, w: F.rms_norm(x, w, 1e-5), {"x": n((2, 3, 5)), "w": n((5,))}, None),
+        ("rms_norm over heads", "rms_norm", lambda x, w: F.rms_norm(x, w), {"x": n((1, 2, 3, 4)), "w": n((4,))}, None),
         ("gelu tanh", "gelu", lambda x: F.gelu(x, approximate="tanh"), {"x": 2 * n((3, 4))}, None),
         ("gelu exact", "gelu", lambda x: F.gelu(x, approximate="none"), {"x": 2 * n((3, 4))}, None),
         ("softmax axis=-1", "softmax", lambda x: F.softmax(x, axis=-1), {"x": n((3, 4))}, None),
