@@ -15,4 +15,5 @@ from .ops.matrix import linear, matmul
 from .ops.mlp import mlp
 from .ops.reduce import max, mean, sum
 from .ops.rms_norm import rms_norm
+from .ops.rope import rope, rope_cos_sin, rope_inv_freq
 from .ops.shape import concatenate, getitem, reshape, split, transpose

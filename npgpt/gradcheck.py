@@ -174,6 +174,10 @@ def _cases(r):
         ("layer_norm no bias", "layer_norm", lambda x, w: F.layer_norm(x, w), {"x": n((4, 3)), "w": n((3,))}, None),
         ("rms_norm", "rms_norm", lambda x, w: F.rms_norm(x, w, 1e-5), {"x": n((2, 3, 5)), "w": n((5,))}, None),
         ("rms_norm over heads", "rms_norm", lambda x, w: F.rms_norm(x, w), {"x": n((1, 2, 3, 4)), "w": n((4,))}, None),
+        ("rope", "rope", lambda x: F.rope(x, *F.rope_cos_sin(np.arange(2, 5), F.rope_inv_freq(6), "float64")),
+         {"x": n((2, 2, 3, 6))}, None),
+        ("rope head size 2", "rope", lambda x: F.rope(x, *F.rope_cos_sin(np.arange(7, 9), F.rope_inv_freq(2), "float64")),
+         {"x": n((1, 3, 2, 2))}, None),
         ("gelu tanh", "gelu", lambda x: F.gelu(x, approximate="tanh"), {"x": 2 * n((3, 4))}, None),
         ("gelu exact", "gelu", lambda x: F.gelu(x, approximate="none"), {"x": 2 * n((3, 4))}, None),
         ("softmax axis=-1", "softmax", lambda x: F.softmax(x, axis=-1), {"x": n((3, 4))}, None),
@@ -191,7 +195,9 @@ def _cases(r):
 
 
 # Names in npgpt.functional that take no differentiable input, with the reason they are not checked.
-EXEMPT = {"sinusoidal_positions": "a constant table of T and C: nothing to differentiate"}
+EXEMPT = {"sinusoidal_positions": "a constant table of T and C: nothing to differentiate",
+          "rope_inv_freq": "constant inverse frequencies of the rope config: nothing to differentiate",
+          "rope_cos_sin": "constant cos/sin tables of positions: nothing to differentiate"}
 
 
 def op_names() -> list[str]:
