@@ -17,3 +17,4 @@ from .ops.reduce import max, mean, sum
 from .ops.rms_norm import rms_norm
 from .ops.rope import rope, rope_cos_sin, rope_inv_freq
 from .ops.shape import concatenate, getitem, reshape, split, transpose
+from .ops.swiglu import swiglu_mlp

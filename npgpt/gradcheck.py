@@ -187,6 +187,12 @@ def _cases(r):
          {"x": n((2, 2, 3)), "w_fc": n((3, 8)), "b_fc": n((8,)), "w_proj": n((8, 3)), "b_proj": n((3,))}, None),
         ("mlp exact", "mlp", lambda x, w_fc, b_fc, w_proj, b_proj: F.mlp(x, w_fc, b_fc, w_proj, b_proj, approximate="none"),
          {"x": n((2, 3)), "w_fc": n((3, 4)), "b_fc": n((4,)), "w_proj": n((4, 3)), "b_proj": n((3,))}, None),
+        ("swiglu_mlp", "swiglu_mlp", lambda x, w_gate, w_up, w_down: F.swiglu_mlp(x, w_gate, w_up, w_down),
+         {"x": n((2, 2, 3)), "w_gate": n((3, 5)), "w_up": n((3, 5)), "w_down": n((5, 3))}, None),
+        ("swiglu_mlp biases", "swiglu_mlp", lambda x, w_gate, w_up, w_down, b_gate, b_up, b_down:
+         F.swiglu_mlp(x, w_gate, w_up, w_down, b_gate, b_up, b_down),
+         {"x": n((2, 3)), "w_gate": n((3, 4)), "w_up": n((3, 4)), "w_down": n((4, 2)), "b_gate": n((4,)), "b_up": n((4,)),
+          "b_down": n((2,))}, None),
         ("attention", "attention", lambda qkv: F.attention(qkv, 2), {"qkv": n((1, 3, 12))}, None),
         ("attention B=2 NH=3", "attention", lambda qkv: F.attention(qkv, 3), {"qkv": n((2, 5, 18))}, None),
         ("attention dropout", "attention", lambda qkv: F.attention(qkv, 2, 0.3, True, _seeded()), {"qkv": n((2, 4, 12))}, None),
