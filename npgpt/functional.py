@@ -5,7 +5,7 @@ holds the math, the shapes, what is saved, and the derivation of the backward.
 """
 
 from .ops.activation import gelu, softmax
-from .ops.attention import attention
+from .ops.attention import attention, grouped_query_attention
 from .ops.dropout import dropout
 from .ops.elementwise import add, div, exp, log, mul, neg, pow, sub, tanh
 from .ops.embedding import embedding, position_embedding, sinusoidal_positions

@@ -196,6 +196,12 @@ def _cases(r):
         ("attention", "attention", lambda qkv: F.attention(qkv, 2), {"qkv": n((1, 3, 12))}, None),
         ("attention B=2 NH=3", "attention", lambda qkv: F.attention(qkv, 3), {"qkv": n((2, 5, 18))}, None),
         ("attention dropout", "attention", lambda qkv: F.attention(qkv, 2, 0.3, True, _seeded()), {"qkv": n((2, 4, 12))}, None),
+        ("gqa", "grouped_query_attention", lambda q, k, v: F.grouped_query_attention(q, k, v),
+         {"q": n((1, 4, 3, 2)), "k": n((1, 2, 3, 2)), "v": n((1, 2, 3, 2))}, None),
+        ("gqa MQA B=2", "grouped_query_attention", lambda q, k, v: F.grouped_query_attention(q, k, v),
+         {"q": n((2, 3, 4, 3)), "k": n((2, 1, 4, 3)), "v": n((2, 1, 4, 3))}, None),
+        ("gqa dropout", "grouped_query_attention", lambda q, k, v: F.grouped_query_attention(q, k, v, 0.3, True, _seeded()),
+         {"q": n((1, 4, 4, 2)), "k": n((1, 2, 4, 2)), "v": n((1, 2, 4, 2))}, None),
         ("cross_entropy", "cross_entropy", lambda logits: F.cross_entropy(logits, tg), {"logits": 2 * n((2, 3, 5))}, None),
     ]
 

@@ -243,3 +243,19 @@ def rope_cos_sin(positions, inv_freq, dtype=torch.float64):
 def swiglu_mlp(x, w_gate, w_up, w_down, b_gate=None, b_up=None, b_down=None):
     """Llama's MLP: down(silu(gate(x)) * up(x)), weights stored (in, out)."""
     return linear(F.silu(linear(x, w_gate, b_gate)) * linear(x, w_up, b_up), w_down, b_down)
+
+
+def grouped_query_attention(q, k, v, dropout=0.0, training=False, generator=None, keep=None):
+    """Causal GQA: q (B, NH, T, HS), k, v (B, NKV, T, HS) -> (B, T, NH*HS); k, v repeated per group
+    (repeat_interleave, as Hugging Face's repeat_kv). Dropout needs npgpt's keep mask (B, NH, T, T)."""
+    B, NH, T, HS = q.shape
+    G = NH // k.shape[1]
+    k, v = k.repeat_interleave(G, dim=1), v.repeat_interleave(G, dim=1)
+    att = (q @ k.transpose(-2, -1)) / math.sqrt(HS)
+    future = torch.ones(T, T, dtype=torch.bool, device=q.device).triu(1)
+    att = torch.softmax(att.masked_fill(future, float("-inf")), dim=-1)
+    if training and dropout > 0:
+        if keep is None:
+            raise ValueError("reference attention with dropout needs npgpt's keep mask to compare")
+        att = att * torch.as_tensor(keep, device=q.device) / (1.0 - dropout)
+    return (att @ v).transpose(1, 2).reshape(B, T, NH * HS)
