@@ -172,6 +172,12 @@ def _cases(r):
         ("position_embedding", "position_embedding", lambda wpe: F.position_embedding(3, wpe), {"wpe": n((5, 4))}, None),
         ("layer_norm", "layer_norm", lambda x, w, b: F.layer_norm(x, w, b), {"x": n((2, 3, 5)), "w": n((5,)), "b": n((5,))}, None),
         ("layer_norm no bias", "layer_norm", lambda x, w: F.layer_norm(x, w), {"x": n((4, 3)), "w": n((3,))}, None),
+        ("rms_norm", "rms_norm", lambda x, w: F.rms_norm(x, w, 1e-5), {"x": n((2, 3, 5)), "w": n((5,))}, None),
+        ("rms_norm over heads", "rms_norm", lambda x, w: F.rms_norm(x, w), {"x": n((1, 2, 3, 4)), "w": n((4,))}, None),
+        ("rope", "rope", lambda x: F.rope(x, *F.rope_cos_sin(np.arange(2, 5), F.rope_inv_freq(6), "float64")),
+         {"x": n((2, 2, 3, 6))}, None),
+        ("rope head size 2", "rope", lambda x: F.rope(x, *F.rope_cos_sin(np.arange(7, 9), F.rope_inv_freq(2), "float64")),
+         {"x": n((1, 3, 2, 2))}, None),
         ("gelu tanh", "gelu", lambda x: F.gelu(x, approximate="tanh"), {"x": 2 * n((3, 4))}, None),
         ("gelu exact", "gelu", lambda x: F.gelu(x, approximate="none"), {"x": 2 * n((3, 4))}, None),
         ("softmax axis=-1", "softmax", lambda x: F.softmax(x, axis=-1), {"x": n((3, 4))}, None),
@@ -181,15 +187,29 @@ def _cases(r):
          {"x": n((2, 2, 3)), "w_fc": n((3, 8)), "b_fc": n((8,)), "w_proj": n((8, 3)), "b_proj": n((3,))}, None),
         ("mlp exact", "mlp", lambda x, w_fc, b_fc, w_proj, b_proj: F.mlp(x, w_fc, b_fc, w_proj, b_proj, approximate="none"),
          {"x": n((2, 3)), "w_fc": n((3, 4)), "b_fc": n((4,)), "w_proj": n((4, 3)), "b_proj": n((3,))}, None),
+        ("swiglu_mlp", "swiglu_mlp", lambda x, w_gate, w_up, w_down: F.swiglu_mlp(x, w_gate, w_up, w_down),
+         {"x": n((2, 2, 3)), "w_gate": n((3, 5)), "w_up": n((3, 5)), "w_down": n((5, 3))}, None),
+        ("swiglu_mlp biases", "swiglu_mlp", lambda x, w_gate, w_up, w_down, b_gate, b_up, b_down:
+         F.swiglu_mlp(x, w_gate, w_up, w_down, b_gate, b_up, b_down),
+         {"x": n((2, 3)), "w_gate": n((3, 4)), "w_up": n((3, 4)), "w_down": n((4, 2)), "b_gate": n((4,)), "b_up": n((4,)),
+          "b_down": n((2,))}, None),
         ("attention", "attention", lambda qkv: F.attention(qkv, 2), {"qkv": n((1, 3, 12))}, None),
         ("attention B=2 NH=3", "attention", lambda qkv: F.attention(qkv, 3), {"qkv": n((2, 5, 18))}, None),
         ("attention dropout", "attention", lambda qkv: F.attention(qkv, 2, 0.3, True, _seeded()), {"qkv": n((2, 4, 12))}, None),
+        ("gqa", "grouped_query_attention", lambda q, k, v: F.grouped_query_attention(q, k, v),
+         {"q": n((1, 4, 3, 2)), "k": n((1, 2, 3, 2)), "v": n((1, 2, 3, 2))}, None),
+        ("gqa MQA B=2", "grouped_query_attention", lambda q, k, v: F.grouped_query_attention(q, k, v),
+         {"q": n((2, 3, 4, 3)), "k": n((2, 1, 4, 3)), "v": n((2, 1, 4, 3))}, None),
+        ("gqa dropout", "grouped_query_attention", lambda q, k, v: F.grouped_query_attention(q, k, v, 0.3, True, _seeded()),
+         {"q": n((1, 4, 4, 2)), "k": n((1, 2, 4, 2)), "v": n((1, 2, 4, 2))}, None),
         ("cross_entropy", "cross_entropy", lambda logits: F.cross_entropy(logits, tg), {"logits": 2 * n((2, 3, 5))}, None),
     ]
 
 
 # Names in npgpt.functional that take no differentiable input, with the reason they are not checked.
-EXEMPT = {"sinusoidal_positions": "a constant table of T and C: nothing to differentiate"}
+EXEMPT = {"sinusoidal_positions": "a constant table of T and C: nothing to differentiate",
+          "rope_inv_freq": "constant inverse frequencies of the rope config: nothing to differentiate",
+          "rope_cos_sin": "constant cos/sin tables of positions: nothing to differentiate"}
 
 
 def op_names() -> list[str]:

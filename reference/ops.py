@@ -195,3 +195,67 @@ def dropout(x, p, training, generator=None):
 def mlp(x, w_fc, b_fc, w_proj, b_proj, approximate="tanh"):
     """GPT-2's feed-forward block: linear -> GELU -> linear, w stored (in, out)."""
     return linear(gelu(linear(x, w_fc, b_fc), approximate), w_proj, b_proj)
+
+
+# --- The Llama family ------------------------------------------------------------------------------
+
+
+def rms_norm(x, w, eps=1e-6):
+    """RMSNorm over the last axis, weight after normalising (Hugging Face's LlamaRMSNorm, in x's dtype)."""
+    return w * (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps))
+
+
+def _rotate_half(x):
+    h = x.shape[-1] // 2
+    return torch.cat((-x[..., h:], x[..., :h]), dim=-1)
+
+
+def rope(x, cos, sin):
+    """Hugging Face's apply_rotary_pos_emb on one tensor: x * cos + rotate_half(x) * sin."""
+    return x * cos + _rotate_half(x) * sin
+
+
+def rope_inv_freq(head_size, theta=10000.0, rope_type="default", factor=None, low_freq_factor=None,
+                  high_freq_factor=None, original_max_position_embeddings=None):
+    """Inverse frequencies in float64 torch, written from the formulas (default, linear, llama3)."""
+    inv = 1.0 / theta ** (torch.arange(0, head_size, 2, dtype=torch.float64) / head_size)
+    if rope_type == "default":
+        return inv
+    if rope_type == "linear":
+        return inv / factor
+    if rope_type != "llama3":
+        raise ValueError(f"rope type {rope_type!r} has no twin")
+    L = original_max_position_embeddings
+    wavelen = 2 * math.pi / inv
+    s = (L / wavelen - low_freq_factor) / (high_freq_factor - low_freq_factor)
+    out = torch.where(wavelen > L / low_freq_factor, inv / factor, inv)
+    medium = (wavelen >= L / high_freq_factor) & (wavelen <= L / low_freq_factor)
+    return torch.where(medium, (1 - s) * inv / factor + s * inv, out)
+
+
+def rope_cos_sin(positions, inv_freq, dtype=torch.float64):
+    """cos, sin (T, HS) at absolute positions, as Hugging Face's rotary embedding lays them out."""
+    freqs = torch.as_tensor(positions, dtype=torch.float64)[:, None] * torch.as_tensor(inv_freq, dtype=torch.float64)[None]
+    emb = torch.cat((freqs, freqs), dim=-1)
+    return emb.cos().to(dtype), emb.sin().to(dtype)
+
+
+def swiglu_mlp(x, w_gate, w_up, w_down, b_gate=None, b_up=None, b_down=None):
+    """Llama's MLP: down(silu(gate(x)) * up(x)), weights stored (in, out)."""
+    return linear(F.silu(linear(x, w_gate, b_gate)) * linear(x, w_up, b_up), w_down, b_down)
+
+
+def grouped_query_attention(q, k, v, dropout=0.0, training=False, generator=None, keep=None):
+    """Causal GQA: q (B, NH, T, HS), k, v (B, NKV, T, HS) -> (B, T, NH*HS); k, v repeated per group
+    (repeat_interleave, as Hugging Face's repeat_kv). Dropout needs npgpt's keep mask (B, NH, T, T)."""
+    B, NH, T, HS = q.shape
+    G = NH // k.shape[1]
+    k, v = k.repeat_interleave(G, dim=1), v.repeat_interleave(G, dim=1)
+    att = (q @ k.transpose(-2, -1)) / math.sqrt(HS)
+    future = torch.ones(T, T, dtype=torch.bool, device=q.device).triu(1)
+    att = torch.softmax(att.masked_fill(future, float("-inf")), dim=-1)
+    if training and dropout > 0:
+        if keep is None:
+            raise ValueError("reference attention with dropout needs npgpt's keep mask to compare")
+        att = att * torch.as_tensor(keep, device=q.device) / (1.0 - dropout)
+    return (att @ v).transpose(1, 2).reshape(B, T, NH * HS)

@@ -258,3 +258,154 @@ def cached_attention(qkv, n_head: int, k_cache, v_cache, start: int):
     y = xp.empty((B, T, NH, HS), dtype=qkv.dtype)
     _matmul_into(xp, att, v_cache[:, :, :L], y.transpose(0, 2, 1, 3))  # 5., 6. Y straight into y's layout
     return y.reshape(B, T, C)  # 6. (B, T, C)
+
+
+# --- Grouped-query attention (the Llama family): separate q, k, v, n_kv_head <= n_head ----------------
+
+
+class GroupedQueryAttention(Function):
+    """Causal attention with NKV key/value heads shared by groups of G = NH / NKV query heads (GQA;
+    MQA at NKV = 1, multi-head at NKV = NH). Query head h = j * G + g uses key/value head j = h // G.
+
+    Forward, with s = 1 / sqrt(HS) (HS is the head size, not tied to the model width):
+      1. q as (B, NKV, G, T, HS); k, v as (B, NKV, 1, T, HS), broadcast over the group
+      2. S = s * q @ k^T                                                      (B, NKV, G, T, T)
+      3. S[i, j] = -inf for j > i
+      4. P = softmax(S) over the last axis
+      5. A = P * keep / (1 - p)     (dropout; keep (B, NH, T, T) as dropout_keep draws it)
+      6. Y = A @ v                                                            (B, NKV, G, T, HS)
+      7. y = Y with heads merged: (B, T, NH * HS), head h at columns h*HS .. (h+1)*HS - 1
+
+    Shapes:   q (B, NH, T, HS), k, v (B, NKV, T, HS) with NKV dividing NH  ->  y (B, T, NH * HS)
+    Saved:    q, k, v, the softmax's row maxima m and reciprocal row sums r (B, NKV, G, T, 1), and
+              the keep mask when dropout is active; P is rebuilt in backward (as in Attention).
+    Backward: walking the steps in reverse, with dy (B, T, NH * HS):
+      7. dY = dy split into heads                                             (B, NKV, G, T, HS)
+      6. dA = dY @ v^T;  dv = sum_G(A^T @ dY)    (k and v were broadcast over the group: their
+                                                    gradients sum over its G query heads)
+      5. dP = dA * keep / (1 - p)
+      4. dS = P * (dP - sum(dP * P, -1));  3. zero where masked
+      2. dq = s * dS @ k,   dk = sum_G(s * dS^T @ q)
+    """
+
+    def forward(self, q, k, v, dropout: float = 0.0, training: bool = False, generator=None):
+        xp = get_xp(q)
+        B, NH, T, HS = q.shape
+        NKV = k.shape[1]
+        G = NH // NKV
+        scale = 1.0 / math.sqrt(HS)
+        qg, kg, vg = q.reshape(B, NKV, G, T, HS), k[:, :, None], v[:, :, None]  # 1.
+        keep = None
+        if training and dropout > 0:  # 5. the whole mask in one draw, as Attention draws it
+            if generator is None:
+                generator = rng(None)
+            keep = dropout_keep(generator, (B, NH, T, T), dropout, q).reshape(B, NKV, G, T, T)
+            self.inv_keep_prob = q.dtype.type(1.0 / (1.0 - dropout))
+        bias = _causal_bias(xp, T, q.dtype)
+        rec = self.recording
+        m = xp.empty((B, NKV, G, T, 1), dtype=q.dtype) if rec else None
+        r = xp.empty((B, NKV, G, T, 1), dtype=q.dtype) if rec else None
+        y = xp.empty((B, T, NKV, G, HS), dtype=q.dtype)
+        Y = y.transpose(0, 2, 3, 1, 4)  # (B, NKV, G, T, HS), a view into y's layout
+        for r0, r1 in _query_chunks(xp, T):  # query rows r0:r1 see keys 0:r1 only
+            att = _probabilities(xp, qg[:, :, :, r0:r1], kg[:, :, :, :r1], scale, bias[r0:r1, :r1],
+                                 None if m is None else m[:, :, :, r0:r1],
+                                 None if r is None else r[:, :, :, r0:r1])  # 2.-4. (B, NKV, G, rows, r1)
+            if keep is not None:  # 5.
+                att *= keep[:, :, :, r0:r1, :r1]
+                att *= self.inv_keep_prob
+            _matmul_into(xp, att, vg[:, :, :, :r1], Y[:, :, :, r0:r1])  # 6., 7.
+        if rec:
+            self.q, self.k, self.v, self.m, self.r, self.keep = qg, kg, vg, m, r, keep
+        return y.reshape(B, T, NH * HS)  # 7.
+
+    def backward(self, dy):
+        xp = get_xp(dy)
+        qg, kg, vg, m, r, keep = self.q, self.k, self.v, self.m, self.r, self.keep
+        B, NKV, G, T, HS = qg.shape
+        scale = 1.0 / math.sqrt(HS)
+        bias = _causal_bias(xp, T, dy.dtype)
+        dY = dy.reshape(B, T, NKV, G, HS).transpose(0, 2, 3, 1, 4)  # 7. (B, NKV, G, T, HS)
+        dq = xp.empty((B, NKV, G, T, HS), dtype=dy.dtype)
+        dk = xp.zeros((B, NKV, T, HS), dtype=dy.dtype)  # add up over query chunks and the group
+        dv = xp.zeros((B, NKV, T, HS), dtype=dy.dtype)
+        for r0, r1 in _query_chunks(xp, T):
+            qc, kc, vc, dYc = qg[:, :, :, r0:r1], kg[:, :, :, :r1], vg[:, :, :, :r1], dY[:, :, :, r0:r1]
+            Pc = _probabilities(xp, qc, kc, scale, bias[r0:r1, :r1], m[:, :, :, r0:r1], r[:, :, :, r0:r1],
+                                known=True)  # 4. P again (B, NKV, G, rows, r1)
+            A = Pc if keep is None else Pc * keep[:, :, :, r0:r1, :r1] * self.inv_keep_prob
+            dv[:, :, :r1] += (A.swapaxes(-1, -2) @ dYc).sum(axis=2)  # 6. sum over the group
+            dP = dYc @ vc.swapaxes(-1, -2)  # 6. (B, NKV, G, rows, r1)
+            if keep is not None:
+                dP *= keep[:, :, :, r0:r1, :r1]  # 5.
+                dP *= self.inv_keep_prob
+            dP -= _row_dot(xp, dP, Pc)[..., None]  # 4. dS = P * (dP - sum(dP * P)); 3. nothing to do
+            dP *= Pc
+            xp.matmul(dP, _scaled(xp, kc, scale), out=dq[:, :, :, r0:r1])  # 2. dq = dS @ (s k)
+            dk[:, :, :r1] += (dP.swapaxes(-1, -2) @ _scaled(xp, qc, scale)).sum(axis=2)  # 2. sum over the group
+        return dq.reshape(B, NKV * G, T, HS), dk, dv
+
+
+def _check_gqa(name, q, k, v, caches=None):
+    for t, a in (("q", q), ("k", k), ("v", v)):
+        if a.ndim != 4:
+            raise ValueError(f"{name}: {t} must be (B, heads, T, HS), got shape {tuple(a.shape)}")
+    B, NH, T, HS = q.shape
+    if tuple(k.shape) != tuple(v.shape) or k.shape[0] != B or k.shape[2] != T or k.shape[3] != HS:
+        raise ValueError(f"{name}: k {tuple(k.shape)} and v {tuple(v.shape)} must both be (B, NKV, T, HS) = "
+                         f"({B}, NKV, {T}, {HS}) for q {tuple(q.shape)}")
+    if k.shape[1] < 1 or NH % k.shape[1]:
+        raise ValueError(f"{name}: {k.shape[1]} key/value heads do not divide {NH} query heads")
+    if HS < 1 or T < 1:
+        raise ValueError(f"{name}: q {tuple(q.shape)} needs T >= 1 and HS >= 1")
+    check_float(name, q, k, v)
+
+
+def grouped_query_attention(q, k, v, dropout: float = 0.0, training: bool = False, generator=None):
+    """Causal grouped-query attention: q (B, NH, T, HS), k, v (B, NKV, T, HS) -> y (B, T, NH * HS).
+
+    Query head h attends with key/value head h // (NH / NKV); scale 1 / sqrt(HS). Dropout on the
+    probabilities as in `attention`: its mask is dropout_keep(generator, (B, NH, T, T), dropout, q).
+    """
+    data = [t.data if isinstance(t, Tensor) else t for t in (q, k, v)]
+    _check_gqa("grouped_query_attention", *data)
+    if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0.0 <= dropout < 1.0:
+        raise ValueError(f"grouped_query_attention dropout must be a probability in [0, 1), got {dropout!r}")
+    return GroupedQueryAttention.apply(q, k, v, dropout=float(dropout), training=bool(training), generator=generator)
+
+
+def cached_grouped_query_attention(q, k, v, k_cache, v_cache, start: int):
+    """Grouped-query attention for T new positions against a key/value cache that holds only the NKV
+    key/value heads (memory grows with NKV, not NH): generation's inference path for the Llama family.
+
+    q (B, NH, T, HS), k, v (B, NKV, T, HS) raw arrays of the new positions start .. start+T-1, with RoPE
+    already applied at those absolute positions; k_cache, v_cache (B, NKV, T_max, HS), written in place.
+      1. k_cache[:, :, start:L] = k,  v_cache[:, :, start:L] = v     (L = start + T)
+      2. S = s * q @ K^T with K = k_cache[:, :, :L], per group      (B, NKV, G, T, L)
+      3. S[i, j] = -inf for j > start + i;  4. P = softmax(S);  5. Y = P @ V  (B, NKV, G, T, HS)
+      6. y = Y with heads merged                                     (B, T, NH * HS)
+    Row i equals row start+i of GroupedQueryAttention over all L positions. No graph, no backward.
+    """
+    _check_gqa("cached_grouped_query_attention", q, k, v)
+    xp = get_xp(q)
+    B, NH, T, HS = q.shape
+    NKV = k.shape[1]
+    G = NH // NKV
+    L = start + T
+    if tuple(k_cache.shape[:2]) != (B, NKV) or k_cache.shape[3] != HS or L > k_cache.shape[2] \
+            or tuple(v_cache.shape) != tuple(k_cache.shape):
+        raise ValueError(f"cached_grouped_query_attention: cache of shape {tuple(k_cache.shape)} cannot hold positions "
+                         f"{start}..{L - 1} of {NKV} key/value heads of size {HS} (batch {B})")
+    k_cache[:, :, start:L] = k  # 1.
+    v_cache[:, :, start:L] = v
+    qg = q.reshape(B, NKV, G, T, HS)
+    att = qg @ k_cache[:, :, None, :L].swapaxes(-1, -2)  # 2. (B, NKV, G, T, L)
+    att *= 1.0 / math.sqrt(HS)
+    if T > 1:  # 3. rows start .. L-1 of the (L, L) mask; one new token sees every key
+        att += _causal_bias(xp, L, q.dtype)[start:L]
+    att -= att.max(axis=-1, keepdims=True)  # 4.
+    xp.exp(att, out=att)
+    att /= att.sum(axis=-1, keepdims=True)
+    y = xp.empty((B, T, NKV, G, HS), dtype=q.dtype)
+    _matmul_into(xp, att, v_cache[:, :, None, :L], y.transpose(0, 2, 3, 1, 4))  # 5., 6.
+    return y.reshape(B, T, NH * HS)  # 6.

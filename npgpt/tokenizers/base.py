@@ -97,8 +97,9 @@ def tokenizer_from_dict(d: dict) -> Tokenizer:
 def load_tokenizer(path: str | os.PathLike) -> Tokenizer:
     """Read a tokenizer file written by Tokenizer.save; ValueError naming the file if it is not one.
 
-    A directory is read too: a GPT-2 / Hugging Face directory (vocab.json + merges.txt) through
-    BPETokenizer.from_pretrained, or an npgpt training directory through its tokenizer.json.
+    A Hugging Face tokenizer.json is read too (npgpt.tokenizers.bpe_json). A directory is read too: a
+    GPT-2 / Hugging Face directory (vocab.json + merges.txt) through BPETokenizer.from_pretrained, or
+    its tokenizer.json, an npgpt training directory's or Hugging Face's.
     """
     path = os.fspath(path)
     if os.path.isdir(path):
@@ -107,6 +108,17 @@ def load_tokenizer(path: str | os.PathLike) -> Tokenizer:
         raw = f.read()
     try:
         d = json.loads(raw.decode("utf-8"))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path}: not a valid npgpt tokenizer file: {e}") from e
+    if _is_hf_json(d):  # a Hugging Face tokenizer.json
+        from .bpe import BPETokenizer
+        from .bpe_json import tokenizer_from_json_dict
+
+        try:
+            return tokenizer_from_json_dict(BPETokenizer, d)
+        except ValueError as e:
+            raise ValueError(f"{path}: a Hugging Face tokenizer.json that npgpt cannot read: {e}") from e
+    try:
         return tokenizer_from_dict(d)
     except (ValueError, TypeError, KeyError, UnicodeDecodeError) as e:
         raise ValueError(f"{path}: not a valid npgpt tokenizer file: {e}") from e
@@ -119,13 +131,16 @@ def _load_tokenizer_dir(path: str) -> Tokenizer:
     if all(os.path.isfile(os.path.join(path, n)) for n in HF_FILES):
         return BPETokenizer.from_pretrained(path)
     if os.path.isfile(os.path.join(path, "tokenizer.json")):
-        try:
-            return load_tokenizer(os.path.join(path, "tokenizer.json"))
-        except ValueError as e:  # a Hugging Face tokenizer.json is not npgpt's
-            raise ValueError(f"{path}: its tokenizer.json is not an npgpt tokenizer, and there is no "
-                             f"{' + '.join(HF_FILES)} to read instead ({e})") from e
+        # an npgpt training directory's tokenizer, or a Hugging Face tokenizer.json (transformers 5, Llama, Qwen)
+        return load_tokenizer(os.path.join(path, "tokenizer.json"))
     raise ValueError(f"{path}: a directory without a tokenizer: expected {' + '.join(HF_FILES)} (a GPT-2 / "
                      "Hugging Face directory) or tokenizer.json (an npgpt training directory)")
+
+
+def _is_hf_json(d) -> bool:
+    from .bpe_json import is_hf_tokenizer_json
+
+    return is_hf_tokenizer_json(d)
 
 
 def as_id_list(ids) -> list:

@@ -17,12 +17,20 @@ leftmost among equal ranks):
              for trained tokenizers and rank files, so encodings equal tiktoken's.
     "pair"   Hugging Face's rule. Only the listed merge pairs merge, ranked by their line in
              merges.txt. Used by from_hf, so encodings equal the `tokenizers` library's.
+    "pair_word"  "pair", except that a chunk that is itself a token encodes to it directly (the
+             `tokenizers` library's BPE with ignore_merges, as Llama 3's tokenizer.json asks).
+
+Two options serve Hugging Face tokenizer.json files (bpe_json.py): `normalizer="nfc"` puts the text
+between special tokens in Unicode NFC before splitting it (Qwen2's normalizer), and `keep_on_skip`
+names special tokens that decode(skip_special_tokens=True) keeps (added tokens that are not special).
 
 Training lives in bpe_train.py, the merge loops in bpe_merge.py, and the tiktoken / Hugging Face
 file formats in bpe_import.py.
 """
 
 from __future__ import annotations
+
+import unicodedata
 
 import regex
 
@@ -37,7 +45,8 @@ GPT4_PATTERN = (
     r"""|\s++$|\s*[\r\n]|\s+(?!\S)|\s"""
 )
 PATTERNS = {"gpt2": GPT2_PATTERN, "gpt4": GPT4_PATTERN, "cl100k": GPT4_PATTERN}
-MERGE_RULES = ("token", "pair")
+MERGE_RULES = ("token", "pair", "pair_word")
+NORMALIZERS = (None, "nfc")
 EOT_TEXT = "<|endoftext|>"
 
 _HEAP_FROM = 256  # chunks of at least this many bytes merge with a heap (O(n log n))
@@ -68,7 +77,8 @@ class BPETokenizer(Tokenizer):
     type_name = "bpe"
 
     def __init__(self, merges, pattern: str = GPT2_PATTERN, special_tokens=None, *,
-                 byte_ids=None, merge_ids=None, merge_rule: str = "token"):
+                 byte_ids=None, merge_ids=None, merge_rule: str = "token", normalizer: str | None = None,
+                 keep_on_skip=()):
         self.pattern = resolve_pattern(pattern)
         self._regex = _compile(self.pattern)
         if merge_rule not in MERGE_RULES:
@@ -84,6 +94,13 @@ class BPETokenizer(Tokenizer):
         if len(self.merge_ids) != len(self.merges):
             raise ValueError(f"{len(self.merge_ids)} merge ids for {len(self.merges)} merges")
         self.special_tokens = _special_dict(special_tokens)
+        if normalizer not in NORMALIZERS:
+            raise ValueError(f"normalizer must be one of {NORMALIZERS}, got {normalizer!r}")
+        self.normalizer = normalizer
+        self.keep_on_skip = frozenset(keep_on_skip)
+        unknown = sorted(self.keep_on_skip - set(self.special_tokens))
+        if unknown:
+            raise ValueError(f"keep_on_skip names {unknown}, which are not special tokens")
         self._build_vocab()
         self._cache: dict[str, list[int]] = {}
         self._special_regex = None
@@ -115,6 +132,7 @@ class BPETokenizer(Tokenizer):
         if len(set(self.special_tokens.values())) != len(self.special_tokens):
             raise ValueError("special tokens must have distinct ids")
         self._special_by_id = {i: s.encode("utf-8") for s, i in self.special_tokens.items()}
+        self._skip_ids = {i for s, i in self.special_tokens.items() if s not in self.keep_on_skip}
         self._decoder = {**vocab, **self._special_by_id}
         self._vocab_size = max(self._decoder) + 1
         self._pairs = self._pair_table()
@@ -122,7 +140,7 @@ class BPETokenizer(Tokenizer):
     def _pair_table(self) -> dict[tuple[int, int], tuple[int, int]]:
         """(left id, right id) -> (rank, new id) for every pair that merges under the merge rule."""
         table: dict[tuple[int, int], tuple[int, int]] = {}
-        if self.merge_rule == "pair":
+        if self.merge_rule != "token":
             for k, (pair, new) in enumerate(zip(self.merges, self.merge_ids)):
                 table.setdefault(pair, (k, new))  # a repeated line: the first one counts
             return table
@@ -172,10 +190,26 @@ class BPETokenizer(Tokenizer):
         return read_hf_files(cls, vocab_json_path, merges_txt_path, special_tokens)
 
     @classmethod
+    def from_tokenizer_json(cls, path) -> BPETokenizer:
+        """Read a Hugging Face tokenizer.json (byte-level BPE: GPT-2, Llama 3, Qwen2/3, SmolLM2); see
+        npgpt.tokenizers.bpe_json for what is read and what is refused."""
+        from .bpe_json import read_tokenizer_json
+
+        return read_tokenizer_json(cls, path)
+
+    def save_tokenizer_json(self, path) -> str:
+        """Write this tokenizer as a Hugging Face tokenizer.json file at `path`; returns the path."""
+        from .bpe_json import write_tokenizer_json
+
+        return write_tokenizer_json(self, path)
+
+    @classmethod
     def from_pretrained(cls, path) -> BPETokenizer:
         """A GPT-2 / Hugging Face directory's tokenizer: vocab.json + merges.txt, with the entries
         that are neither bytes nor merges (GPT-2: <|endoftext|>) and tokenizer_config.json's added
-        special tokens as special tokens. Encodes with Hugging Face's ids and merge rule."""
+        special tokens as special tokens. Encodes with Hugging Face's ids and merge rule. Without
+        vocab.json + merges.txt, a Hugging Face tokenizer.json (what transformers 5 writes, and what
+        Llama and Qwen directories ship) is read instead."""
         from .bpe_hf import read_pretrained
 
         return read_pretrained(cls, path)
@@ -291,6 +325,8 @@ class BPETokenizer(Tokenizer):
         cache = self._cache
         if len(cache) > _CACHE_MAX:
             cache.clear()
+        if self.normalizer == "nfc":
+            text = unicodedata.normalize("NFC", text)
         out: list[int] = []
         for chunk in self._split(text):
             ids = cache.get(chunk)
@@ -307,7 +343,7 @@ class BPETokenizer(Tokenizer):
     def _encode_chunk(self, piece: bytes) -> list[int]:
         if len(piece) == 1:
             return [self.byte_ids[piece[0]]]
-        if self.merge_rule == "token":  # tiktoken's shortcut: a chunk that is a token
+        if self.merge_rule != "pair":  # tiktoken's shortcut (and ignore_merges): a chunk that is a token
             whole = self._bytes_to_id.get(piece)
             if whole is not None:
                 return [whole]
@@ -331,7 +367,7 @@ class BPETokenizer(Tokenizer):
 
     def _is_special_id(self, i) -> bool:
         try:
-            return i in self._special_by_id and not isinstance(i, bool)
+            return i in self._skip_ids and not isinstance(i, bool)
         except TypeError:  # unhashable: decode_bytes names it as an unknown id
             return False
 
@@ -355,6 +391,10 @@ class BPETokenizer(Tokenizer):
             d["byte_ids"] = list(self.byte_ids)
         if self.merge_ids != list(range(256, 256 + len(self.merges))):
             d["merge_ids"] = list(self.merge_ids)
+        if self.normalizer is not None:
+            d["normalizer"] = self.normalizer
+        if self.keep_on_skip:
+            d["keep_on_skip"] = sorted(self.keep_on_skip)
         return d
 
     @classmethod
@@ -370,7 +410,8 @@ class BPETokenizer(Tokenizer):
             raise ValueError("'merges' must be a list of [left id, right id] pairs")
         return cls(d["merges"], d["pattern"], d.get("special_tokens") or {},
                    byte_ids=d.get("byte_ids"), merge_ids=d.get("merge_ids"),
-                   merge_rule=d.get("merge_rule", "token"))
+                   merge_rule=d.get("merge_rule", "token"), normalizer=d.get("normalizer"),
+                   keep_on_skip=d.get("keep_on_skip") or ())
 
     def __repr__(self) -> str:
         return (f"BPETokenizer(vocab_size={self.vocab_size}, merges={len(self.merges)}, "

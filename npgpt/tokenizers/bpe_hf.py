@@ -67,6 +67,8 @@ def read_pretrained(cls, path):
         raise FileNotFoundError(f"{path}: not a directory (expected a GPT-2 / Hugging Face directory holding "
                                 f"{' + '.join(HF_FILES)})")
     missing = [n for n in HF_FILES if not os.path.isfile(os.path.join(path, n))]
+    if missing and _hf_tokenizer_json(path):
+        return cls.from_tokenizer_json(os.path.join(path, "tokenizer.json"))
     if missing:
         raise FileNotFoundError(f"{path}: no {' or '.join(missing)}; a GPT-2 tokenizer is vocab.json + merges.txt")
     vocab_path, merges_path = (os.path.join(path, n) for n in HF_FILES)
@@ -86,6 +88,26 @@ def read_pretrained(cls, path):
                    merge_ids=tok.merge_ids, merge_rule="pair")
     except ValueError as e:
         raise ValueError(f"{path}: tokenizer_config.json's special tokens clash with vocab.json: {e}") from e
+
+
+def has_pretrained_tokenizer(path) -> bool:
+    """True when the directory holds a tokenizer from_pretrained reads: vocab.json + merges.txt, or a
+    Hugging Face tokenizer.json."""
+    path = os.fspath(path)
+    return all(os.path.isfile(os.path.join(path, n)) for n in HF_FILES) or _hf_tokenizer_json(path)
+
+
+def _hf_tokenizer_json(path: str) -> bool:
+    """True when the directory holds a Hugging Face tokenizer.json (not an npgpt tokenizer file)."""
+    from .bpe_json import is_hf_tokenizer_json
+
+    f = os.path.join(path, "tokenizer.json")
+    if not os.path.isfile(f):
+        return False
+    try:
+        return is_hf_tokenizer_json(_read_json(f))
+    except ValueError:
+        return False
 
 
 def _token_strings(tok) -> dict[int, str]:

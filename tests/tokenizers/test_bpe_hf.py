@@ -112,7 +112,7 @@ def test_load_tokenizer_reads_directories(tok, saved, tmp_path):
     tok.save(tmp_path / "tokenizer.json")  # an npgpt training directory
     assert load_tokenizer(tmp_path).to_dict() == tok.to_dict()
     (tmp_path / "tokenizer.json").write_text(json.dumps({"version": "1.0", "model": {"type": "BPE"}}))
-    with pytest.raises(ValueError, match="its tokenizer.json is not an npgpt tokenizer, and there is no vocab.json"):
+    with pytest.raises(ValueError, match="a Hugging Face tokenizer.json that npgpt cannot read: model.vocab must be"):
         load_tokenizer(tmp_path)
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match="a directory without a tokenizer"):
