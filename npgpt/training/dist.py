@@ -27,7 +27,7 @@ import traceback
 
 import numpy as np
 
-from ..backend import to_device, to_numpy
+from ..backend import device_of, to_device, to_numpy
 
 # Environment variables through which MPI launchers tell a process the job's size.
 SIZE_VARIABLES = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE")
@@ -187,7 +187,7 @@ class GradientSum:
                 p.grad = None
                 continue
             part = self.buf[self.offsets[i]:self.offsets[i + 1]].reshape(p.data.shape)
-            p.grad = part if isinstance(p.data, np.ndarray) else to_device(part, "cuda")
+            p.grad = to_device(part, device_of(p.data))  # the CPU's grad is this view of the buffer
         return meta[len(self.params):]
 
 

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import dist
-from ..backend import DEVICES, DTYPES, default_device, select_cuda_device
+from ..backend import DTYPES, default_device, devices, reading_is_free, select_cuda_device
 from .checkpoint import BEST, LATEST, load_checkpoint, save_checkpoint
 from ..data.tokens import TokenData
 from ..generation.loading import model_from_checkpoint
@@ -105,8 +105,8 @@ class TrainConfig:
             raise ValueError(f"TrainConfig.warmup_iters={self.warmup_iters} exceeds lr_decay_iters={self.lr_decay_iters}")
         if self.grad_clip < 0 or self.weight_decay < 0:
             raise ValueError(f"TrainConfig.grad_clip and weight_decay must be >= 0, got {self.grad_clip}, {self.weight_decay}")
-        if self.dtype not in DTYPES or self.device not in DEVICES:
-            raise ValueError(f"TrainConfig: dtype must be one of {tuple(DTYPES)} and device one of {DEVICES}, "
+        if self.dtype not in DTYPES or self.device not in devices():
+            raise ValueError(f"TrainConfig: dtype must be one of {tuple(DTYPES)} and device one of {devices()}, "
                              f"got {self.dtype!r}, {self.device!r}")
         for name in ("beta1", "beta2"):
             if not 0.0 <= getattr(self, name) < 1.0:
@@ -209,7 +209,7 @@ def train(cfg: TrainConfig, log=print) -> TrainResult:
         f"{len(data.train):,} train / {len(data.val):,} val tokens, steps {it} -> {cfg.max_iters}"
         + (f", {world.size} ranks x grad_accum {cfg.grad_accum}" if world.size > 1 else ""))
 
-    readings = StepReadings(every_step=cfg.device == "cpu", out_dir=cfg.out_dir)
+    readings = StepReadings(every_step=reading_is_free(cfg.device), out_dir=cfg.out_dir)
 
     def read(r: StepReadings):
         try:
