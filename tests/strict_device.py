@@ -36,7 +36,7 @@ _HERE = os.path.abspath(__file__)
 
 class Transfers:
     """Counts of host transfers: `reads` (device -> host) and `writes` (host -> device), with
-    (kind, shape, where) for each read, `where` the first caller outside this file."""
+    (kind, shape, where) for each, `where` the first caller outside this file and npgpt/backend.py."""
 
     def __init__(self):
         self.reset()
@@ -47,8 +47,9 @@ class Transfers:
     @staticmethod
     def _where() -> str:
         f = sys._getframe(2)
-        while f is not None and os.path.abspath(f.f_code.co_filename) == _HERE:
-            f = f.f_back
+        while f is not None and (os.path.abspath(f.f_code.co_filename) == _HERE
+                                 or f.f_code.co_filename.endswith(os.path.join("npgpt", "backend.py"))):
+            f = f.f_back  # the line that asked: past this file and backend's to_numpy / to_device
         return "?" if f is None else f"{os.path.relpath(f.f_code.co_filename)}:{f.f_lineno}"
 
     def read(self, kind: str, shape) -> None:

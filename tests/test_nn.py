@@ -25,7 +25,8 @@ def test_embedding_layernorm_and_dtype_choice():
     assert emb.weight.dtype == np.float64 and abs(emb.weight.data.std() - 0.02) < 0.002
     ln = LayerNorm(7)
     assert ln.weight.dtype == np.float32
-    np.testing.assert_array_equal(ln.weight.data, np.ones(7)) and np.testing.assert_array_equal(ln.bias.data, np.zeros(7))
+    np.testing.assert_array_equal(ln.weight.data, np.ones(7))
+    np.testing.assert_array_equal(ln.bias.data, np.zeros(7))
     assert LayerNorm(7, bias=False).bias is None and Linear(3, 4, bias=False).bias is None
 
 

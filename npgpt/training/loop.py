@@ -261,7 +261,7 @@ def train(cfg: TrainConfig, log=print) -> TrainResult:
             optimizer.set_lr(lr)
             loss_sum = accumulate_gradients(model, data, cfg, batch_gen, world, draws)
             if sum_gradients is not None:
-                loss_sum = sum_gradients([float(loss_sum)])[0]
+                loss_sum = sum_gradients([loss_sum])[0]  # the loss rides in the gradients' one transfer
             norm = clip_grad_norm(params, cfg.grad_clip if cfg.grad_clip > 0 else math.inf)
             readings.add(it, lr, loss_sum, norm)
             if readings.due(it, cfg):
