@@ -47,7 +47,7 @@ def _inject(rank: int, step: int, how: str) -> None:
 def _count_transfers(prefix: str, argv) -> int:
     import json  # noqa: PLC0415
 
-    from npgpt import dist  # noqa: PLC0415
+    from npgpt.training import dist  # noqa: PLC0415
     from tests import strict_device  # noqa: PLC0415
 
     strict_device.enable()
