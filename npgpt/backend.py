@@ -1,7 +1,12 @@
 """The array backend: NumPy on the CPU, CuPy on an NVIDIA GPU.
 
-This is the one module that imports cupy. Everything else asks `get_xp(*arrays)` for the array
-module that owns its inputs and writes `xp.exp(x)`, so one op serves both devices.
+This is the one module that imports cupy and the one place the CPU and the GPU differ. Everything
+else asks `get_xp(*arrays)` for the array module that owns its inputs and writes `xp.exp(x)`, so one
+op serves both devices; where the two must differ, the difference is one named function here
+(blocks_for_cache, reuses_scratch, uses_thread_pool, matmul_into, device_erf, reading_is_free).
+
+Tests can register a *test device* (register_test_device): a CuPy-like array module that takes every
+branch CuPy takes here, so the GPU path runs on machines without a GPU (tests/strict_device.py).
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ DEVICES = ("cpu", "cuda")
 DTYPES = {"float32": np.float32, "float64": np.float64}
 
 _cupy = None  # the cupy module once it has been imported successfully
+_test_devices: dict = {}  # name -> (array module, erf) registered by tests: see register_test_device
 
 
 def _import_cupy():
@@ -57,6 +63,25 @@ def select_cuda_device(index: int) -> int:
     return gpu
 
 
+def register_test_device(name: str, xp, erf) -> None:
+    """Tests only: make `name` a device whose arrays are `xp.ndarray` and whose array module is `xp`,
+    a CuPy-like module (tests/strict_device.py: NumPy underneath, CuPy's refusals and 0-d results).
+    Its arrays take every branch a CuPy array takes; `erf` stands in for cupyx's erf kernel."""
+    if name in DEVICES:
+        raise ValueError(f"{name!r} is a real device; a test device needs another name")
+    _test_devices[name] = (xp, erf)
+
+
+def unregister_test_device(name: str) -> None:
+    """Undo register_test_device (no error when `name` is not registered)."""
+    _test_devices.pop(name, None)
+
+
+def devices() -> tuple[str, ...]:
+    """Every device name this process accepts: DEVICES plus any registered test device."""
+    return DEVICES + tuple(_test_devices)
+
+
 def default_device() -> str:
     """$NPGPT_DEVICE when set, else 'cpu' (not yet checked: resolve_device checks)."""
     return os.environ.get("NPGPT_DEVICE") or "cpu"
@@ -66,8 +91,8 @@ def resolve_device(device: str | None = None) -> str:
     """The device to use: the argument, else $NPGPT_DEVICE, else 'cpu'. Checked, never guessed."""
     if device is None:
         device = default_device()
-    if device not in DEVICES:
-        raise ValueError(f"unknown device {device!r}: expected one of {DEVICES}")
+    if device not in devices():
+        raise ValueError(f"unknown device {device!r}: expected one of {devices()}")
     if device == "cuda":
         _import_cupy()
     return device
@@ -92,36 +117,116 @@ def is_cupy_array(a) -> bool:
     return cupy is not None and isinstance(a, cupy.ndarray)
 
 
+def _device_module(a):
+    """The array module of a device array (CuPy's, or a test device's); None for anything else."""
+    if isinstance(a, np.ndarray):
+        return None
+    if is_cupy_array(a):
+        return sys.modules["cupy"]
+    for xp, _ in _test_devices.values():
+        if isinstance(a, xp.ndarray):
+            return xp
+    return None
+
+
+def is_device_array(a) -> bool:
+    """True for an array on a device (CuPy, or a registered test device standing in for it)."""
+    return _device_module(a) is not None
+
+
 def get_xp(*arrays):
-    """The array module (numpy or cupy) that owns these arrays; numpy when none is a cupy array."""
+    """The array module (numpy, cupy or a test device's) that owns these arrays; numpy when none
+    is a device array."""
     for a in arrays:
-        if is_cupy_array(a):
-            return sys.modules["cupy"]
+        xp = _device_module(a)
+        if xp is not None:
+            return xp
     return np
 
 
 def xp_for(device: str):
     """The array module for a device name."""
-    return _import_cupy() if resolve_device(device) == "cuda" else np
+    device = resolve_device(device)
+    if device == "cuda":
+        return _import_cupy()
+    return _test_devices[device][0] if device in _test_devices else np
 
 
 def device_of(a) -> str:
-    return "cuda" if is_cupy_array(a) else "cpu"
+    xp = _device_module(a)
+    if xp is None:
+        return "cpu"
+    for name, (module, _) in _test_devices.items():
+        if xp is module:
+            return name
+    return "cuda"
 
 
 def to_device(a, device: str):
-    """Copy an array to 'cpu' or 'cuda' (no copy when it is already there)."""
+    """Copy an array to a device (no copy when it is already there)."""
     device = resolve_device(device)
-    if device == "cuda":
-        return _import_cupy().asarray(a)
-    return to_numpy(a)
+    if device == "cpu":
+        return to_numpy(a)
+    if is_device_array(a) and device_of(a) != device:
+        a = to_numpy(a)
+    return xp_for(device).asarray(a)
 
 
 def to_numpy(a) -> np.ndarray:
-    """A NumPy array from a NumPy or CuPy array (or anything np.asarray takes)."""
-    if is_cupy_array(a):
+    """A NumPy array from a NumPy or device array (or anything np.asarray takes)."""
+    if is_device_array(a):
         return a.get()
     return np.asarray(a)
+
+
+# --- where the CPU and the GPU differ: one function per difference --------------------------------
+def reading_is_free(device: str) -> bool:
+    """Whether reading a number off `device` costs nothing (the CPU), or waits for the device to
+    finish its queued work (a GPU: read such numbers in batches, at log steps)."""
+    return device == "cpu"
+
+
+def blocks_for_cache(xp) -> bool:
+    """Whether an op should walk cache-sized blocks (rows, query chunks) of arrays of module `xp`:
+    yes on the CPU; on a GPU an op is a few whole-array kernels, not many small launches."""
+    return xp is np
+
+
+def reuses_scratch(xp) -> bool:
+    """Whether work arrays are kept per thread and reused (the CPU: a reused buffer is in cache and
+    costs no page faults); on a GPU the memory pool already recycles, so a fresh array is asked for."""
+    return xp is np
+
+
+def uses_thread_pool(xp) -> bool:
+    """Whether independent pieces of work (one per parameter) go to npgpt's CPU thread pool; on a
+    GPU they are queued one after the other on the device."""
+    return xp is np
+
+
+def matmul_into(a, b, out) -> None:
+    """out[...] = a @ b, where out may be a strided view into a larger array. NumPy writes the
+    product straight there (no copy afterwards); CuPy's matmul `out=` is not relied on for
+    non-contiguous views, so the product is made fresh and copied in."""
+    xp = get_xp(a, b, out)
+    if xp is np:
+        xp.matmul(a, b, out=out)
+    else:
+        out[...] = a @ b
+
+
+def device_erf(x):
+    """erf of a device array by the device's own kernel (cupyx's for CuPy); None for a NumPy array,
+    which npgpt.ops.erf computes itself."""
+    xp = _device_module(x)
+    if xp is None:
+        return None
+    for module, erf in _test_devices.values():
+        if xp is module:
+            return erf(x)
+    import cupyx.scipy.special  # noqa: PLC0415 - lives beside cupy
+
+    return cupyx.scipy.special.erf(x)
 
 
 def scatter_add(target, indices, values) -> None:
@@ -131,13 +236,6 @@ def scatter_add(target, indices, values) -> None:
     accumulates all of them. NumPy and CuPy (13 and later) both have `xp.add.at`: one call.
     """
     get_xp(target).add.at(target, indices, values)
-
-
-def cuda_erf(x):
-    """erf of a CuPy array, by CuPy's own kernel (npgpt.ops.erf handles NumPy arrays)."""
-    import cupyx.scipy.special  # noqa: PLC0415 - lives beside cupy
-
-    return cupyx.scipy.special.erf(x)
 
 
 def rng(seed: int | None) -> np.random.Generator:
@@ -150,12 +248,12 @@ def uniform(generator: np.random.Generator, shape, like):
     """Uniform [0, 1) numbers of `like`'s dtype and device, from a seeded NumPy generator.
 
     CPU: drawn from `generator` itself in float64, then cast to like's dtype.
-    GPU: drawn on the device, so a dropout mask never crosses the bus: `generator` gives one 63-bit
+    GPU (any device): drawn on the device, so a dropout mask never crosses the bus: `generator` gives one 63-bit
     seed (a host-side draw, no synchronisation), which seeds a CuPy generator for this one array.
     Either way the host generator's state decides every mask, so a run repeats exactly and a
     checkpoint's saved state resumes it; CPU and GPU masks differ for the same seed.
     """
-    if is_cupy_array(like):
+    if is_device_array(like):
         seed = int(generator.integers(1 << 63))
         return get_xp(like).random.RandomState(seed).random_sample(shape, dtype=like.dtype)
     return generator.random(shape, dtype=np.float64).astype(like.dtype)

@@ -27,6 +27,8 @@ import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
+from .backend import reuses_scratch
+
 _lock = threading.Lock()
 _local = threading.local()  # .inside: this thread is running pool work (a nested run() goes serial)
 _requested: int | None = None  # set_num_threads()
@@ -226,7 +228,7 @@ def scratch(xp, slot: str, shape, dtype):
     """A work array of `shape` for this thread, reused from block to block and call to call (a speed
     trick: a fresh temporary per pass costs an allocation and page faults, a reused one is already
     in cache). Two live work arrays need two slot names. On the GPU: a fresh array, no caching."""
-    if xp.__name__ != "numpy":
+    if not reuses_scratch(xp):
         return xp.empty(shape, dtype=dtype)
     shape = tuple(shape)
     n = 1

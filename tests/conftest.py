@@ -1,4 +1,6 @@
-"""Shared fixtures: hypothesis profiles and the `xp` fixture (NumPy always, CuPy where a GPU is)."""
+"""Shared fixtures: hypothesis profiles and the `xp` fixture (NumPy and the strict CuPy stand-in
+always, CuPy where a GPU is). The stand-in's device "strict" (tests/strict_device.py) is registered
+for the whole test run."""
 
 from __future__ import annotations
 
@@ -6,6 +8,8 @@ import os
 
 import pytest
 from hypothesis import HealthCheck, settings
+
+from tests import strict_device
 
 # Tests never reach the network: huggingface_hub (under transformers) reads this when first imported.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -22,6 +26,8 @@ settings.register_profile(
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "quick"))
 
+strict_device.enable()
+
 
 def _cupy_or_skip():
     from npgpt.backend import cuda_available, xp_for
@@ -32,11 +38,13 @@ def _cupy_or_skip():
 
 
 # module scope, so hypothesis @given tests can take it (a function-scoped fixture fails its health check)
-@pytest.fixture(scope="module", params=["numpy", pytest.param("cupy", marks=pytest.mark.gpu)])
+@pytest.fixture(scope="module", params=["numpy", "strict", pytest.param("cupy", marks=pytest.mark.gpu)])
 def xp(request):
-    """The array module an op test runs on."""
+    """The array module an op test runs on: NumPy, the strict CuPy stand-in, or CuPy."""
     if request.param == "numpy":
         import numpy
 
         return numpy
+    if request.param == "strict":
+        return strict_device.module
     return _cupy_or_skip()

@@ -6,6 +6,9 @@ The test-only hook lives here, not in npgpt: FAIL_RANK=r and FAIL_STEP=s make ra
 s-th optimizer step, as FAIL_HOW says: `raise` an unexpected exception, `value` a ValueError (a
 user error), `die` (the process vanishes with no word, as when it is killed), or `drift` (its
 weights silently change, as if its gradient sum had come out different).
+
+STRICT_TRANSFERS=PREFIX registers the strict CuPy stand-in (tests/strict_device.py, so `--device
+strict` works) and writes each rank's count of host transfers to PREFIX.RANK.json at the end.
 """
 
 from __future__ import annotations
@@ -41,7 +44,23 @@ def _inject(rank: int, step: int, how: str) -> None:
     npgpt.training.loop.accumulate_gradients = accumulate_gradients
 
 
+def _count_transfers(prefix: str, argv) -> int:
+    import json  # noqa: PLC0415
+
+    from npgpt.training import dist  # noqa: PLC0415
+    from tests import strict_device  # noqa: PLC0415
+
+    strict_device.enable()
+    code = main(argv)
+    t = strict_device.transfers
+    with open(f"{prefix}.{dist.world().rank}.json", "w") as f:
+        json.dump({"reads": t.reads, "writes": t.writes, "read_log": t.read_log}, f)
+    return code
+
+
 if __name__ == "__main__":
     if "FAIL_RANK" in os.environ:
         _inject(int(os.environ["FAIL_RANK"]), int(os.environ["FAIL_STEP"]), os.environ.get("FAIL_HOW", "raise"))
+    if "STRICT_TRANSFERS" in os.environ:
+        sys.exit(_count_transfers(os.environ["STRICT_TRANSFERS"], sys.argv[1:]))
     sys.exit(main(sys.argv[1:]))

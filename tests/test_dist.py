@@ -10,6 +10,7 @@ which alone brings c_attn.bias to ~1e-12 relative; every other weight agrees to 
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -240,3 +241,23 @@ def test_ctrl_c_through_the_launcher_stops_every_rank_after_the_same_step(tmp_pa
     ckpt = ck.load_checkpoint(str(out), prefer=ck.LATEST)
     assert f"interrupted: saved step {ckpt.iter_num} " in stdout and 0 < ckpt.iter_num < 100000
     assert max(r["iter"] for r in read_log(str(out)) if r["event"] == "step") == ckpt.iter_num
+
+
+def test_two_ranks_on_a_device_read_it_once_per_step(tmp_path, data_dir):
+    """On a GPU each rank's step reads the device once: the gradients and the loss packed into one
+    transfer for the Allreduce (no float(loss) sync of its own), plus one read per log step. Counted
+    on the strict CuPy stand-in (tests/strict_device.py): two runs 8 steps apart, alike otherwise."""
+    counts = {}
+    for n in (4, 12):
+        prefix = str(tmp_path / f"t{n}")
+        r = ranks(2, "--data-dir", data_dir, "--out-dir", str(tmp_path / f"o{n}"), "--grad-accum", "2",
+                  *flags(device="strict", max_iters=n, eval_interval=1000, log_interval=4), driver=True,
+                  STRICT_TRANSFERS=prefix)
+        assert r.returncode == 0, r.stderr
+        counts[n] = [json.load(open(f"{prefix}.{rank}.json")) for rank in (0, 1)]
+    for rank in (0, 1):
+        extra = counts[12][rank]["reads"] - counts[4][rank]["reads"]
+        assert extra == 8 + 2, (f"rank {rank}: {extra} reads for 8 more steps, expected 10 (one gradient sum "
+                                "per step, one per log step):\n" + "\n".join(map(str, counts[12][rank]["read_log"])))
+    one = ck.load_checkpoint(str(tmp_path / "o12"), prefer=ck.LATEST)
+    assert one.iter_num == 12

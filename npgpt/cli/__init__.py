@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..backend import DEVICES, default_device
+from ..backend import default_device, devices
 
 
 def _add_gradcheck(p: argparse.ArgumentParser) -> None:
@@ -161,7 +161,7 @@ def _add_sample(p: argparse.ArgumentParser) -> None:
     p.add_argument("--eos", action="store_true", help="end a sample at the end-of-text token <|endoftext|>")
     p.add_argument("--no-cache", dest="use_cache", action="store_false",
                    help="recompute the whole context for every token instead of keeping a KV cache")
-    p.add_argument("--device", default=default_device(), choices=DEVICES, help="default: $NPGPT_DEVICE, else cpu")
+    p.add_argument("--device", default=default_device(), choices=devices(), help="default: $NPGPT_DEVICE, else cpu")
     p.add_argument("--dtype", default="float32", choices=("float32", "float64"))
 
 

@@ -77,7 +77,8 @@ class GPT(Module):
 
     # --- forward ----------------------------------------------------------------------------
     def _as_ids(self, a, what: str):
-        """a as a (B, T) integer array on the model's device, its shape checked (no look at the values)."""
+        """a as a (B, T) integer array where it was given (host or device), its shape checked (no look at
+        the values)."""
         a = a.data if isinstance(a, Tensor) else a
         if not hasattr(a, "dtype"):
             a = np.asarray(a)
@@ -90,17 +91,21 @@ class GPT(Module):
             raise ValueError(f"{what} must have B >= 1 and T >= 1, got shape {tuple(a.shape)}")
         if T > self.config.block_size:
             raise ValueError(f"{what} has length T={T}, longer than block_size={self.config.block_size}")
-        return to_device(a, self.device) if get_xp(a) is not self.xp else a
+        return a
 
     def _check_ids(self, idx, targets=None):
         """(idx, targets) as (B, T) integer arrays on the model's device, every id in [0, vocab_size)
-        (targets may also hold the ignore index -100). The values are checked with one host round
-        trip per forward, for both arrays together; the ops then skip their own checks."""
+        (targets may also hold the ignore index -100). The values are checked where the ids were given,
+        before they move: host ids (training batches) on the host, which on a GPU costs no wait for
+        the device; device ids with one host round trip per forward, for both arrays together. The
+        ops then skip their own checks."""
         idx = self._as_ids(idx, "idx")
         if targets is not None:
             targets = self._as_ids(targets, "targets")
             if tuple(targets.shape) != tuple(idx.shape):
                 raise ValueError(f"targets must have idx's shape {tuple(idx.shape)}, got {tuple(targets.shape)}")
+            if get_xp(targets) is not get_xp(idx):  # one on the host, one on the device: check both there
+                idx, targets = to_device(idx, self.device), to_device(targets, self.device)
         xp, V = get_xp(idx), self.config.vocab_size
         bad = [xp.any((idx < 0) | (idx >= V))]
         if targets is not None:
@@ -111,6 +116,9 @@ class GPT(Module):
             if is_bad:
                 raise IndexError(f"{what} holds ids outside [0, vocab_size={V}){extra} "
                                  f"(min {int(xp.min(a))}, max {int(xp.max(a))})")
+        if xp is not self.xp:
+            idx = to_device(idx, self.device)
+            targets = None if targets is None else to_device(targets, self.device)
         return idx, targets
 
     @property

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from ..backend import blocks_for_cache
+
 
 def unbroadcast(grad, shape: tuple[int, ...]):
     """Sum `grad` down to `shape`, undoing NumPy broadcasting.
@@ -44,7 +46,7 @@ def row_blocks(xp, n: int, per_row: int, budget: int) -> list[tuple[int, int]]:
     """(i0, i1) ranges over n rows, each about `budget` elements (at least one row), so a block's
     temporaries stay in a CPU core's cache. A CPU strategy only: for CuPy arrays one range covers
     all rows, since on the GPU an op should be a few whole-array kernels, not many small launches."""
-    if xp.__name__ != "numpy":
+    if not blocks_for_cache(xp):
         return [(0, n)]
     step = max(1, budget // max(per_row, 1))
     return [(i, min(i + step, n)) for i in range(0, n, step)]

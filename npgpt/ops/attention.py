@@ -12,7 +12,7 @@ import math
 from numbers import Integral
 
 from .. import parallel
-from ..backend import get_xp, rng
+from ..backend import blocks_for_cache, get_xp, matmul_into, rng
 from ..function import Function
 from ..tensor import Tensor
 from ._util import check_float, row_blocks
@@ -139,7 +139,7 @@ def _query_chunks(xp, T: int) -> list[tuple[int, int]]:
     """(r0, r1) ranges of query rows. Rows r0:r1 attend to keys 0:r1 only, so walking the queries
     in chunks skips the masked upper triangle's products and exps (a speed trick: at T = 256 in
     chunks of 64 it computes 10/16 of the T x T scores). One chunk on the GPU (whole-array kernels)."""
-    if xp.__name__ != "numpy":
+    if not blocks_for_cache(xp):
         return [(0, T)]
     return [(r0, min(r0 + _Q_CHUNK, T)) for r0 in range(0, T, _Q_CHUNK)]
 
@@ -187,13 +187,9 @@ _BLOCK = 1 << 18  # score elements per block on the CPU (1 MiB in float32): a bl
 
 
 def _matmul_into(xp, a, b, out) -> None:
-    """out[...] = a @ b, where out is a strided view into the final layout. NumPy writes the product
-    straight there (no transposing copy afterwards); CuPy's matmul is given a fresh result to copy,
-    since its `out=` is not relied on for non-contiguous views."""
-    if xp.__name__ == "numpy":
-        xp.matmul(a, b, out=out)
-    else:
-        out[...] = a @ b
+    """out[...] = a @ b, where out is a strided view into the final layout (backend.matmul_into:
+    NumPy writes straight there, CuPy copies a fresh product in)."""
+    matmul_into(a, b, out)
 
 
 def attention(qkv, n_head: int, dropout: float = 0.0, training: bool = False, generator=None):

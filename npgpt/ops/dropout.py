@@ -30,8 +30,9 @@ class Dropout(Function):
 def dropout_keep(generator, shape, p: float, like):
     """The keep mask (booleans of `shape`, True with probability 1 - p) on `like`'s device.
 
-    u ~ U[0, 1) is drawn on the CPU from `generator` in float64 and cast to like's dtype, then
-    keep = u >= p; so one seed gives the same mask on CPU and GPU.
+    u ~ U[0, 1) in like's dtype, then keep = u >= p. On the CPU u is drawn from `generator` in
+    float64 and cast; on a GPU it is drawn on the device from a seed `generator` gives
+    (backend.uniform), so one seed repeats the mask on each device, but CPU and GPU masks differ.
     """
     return uniform(generator, shape, like) >= p
 

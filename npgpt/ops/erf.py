@@ -4,7 +4,7 @@ NumPy has no erf and npgpt does not depend on SciPy, so:
   - float64 maps the C library's math.erf over the array (within an ulp: the float64 parity tests
     need it, and float64 is for checking, not for speed);
   - float32 reads a table and takes one quadratic Taylor step (`erf_float32`, below);
-  - CuPy arrays use CuPy's own erf kernel (backend.cuda_erf).
+  - CuPy arrays use CuPy's own erf kernel (backend.device_erf).
 
 The float32 method. Put nodes on a grid of spacing 1/G over [-4, 4] (G = 512), x_k = k / G for
 k = -4G..4G. For x in [-4, 4] let s = G x, r = round(s) and delta = s - r, so |delta| <= 1/2 and
@@ -27,7 +27,7 @@ import math
 import numpy as np
 
 from .. import parallel
-from ..backend import cuda_erf, is_cupy_array
+from ..backend import device_erf
 
 NODES_PER_UNIT = 512  # G: table spacing 1/512, so |delta / G| <= 1/1024
 X_MAX = 4.0  # erf(x) rounds to +-1 in float32 beyond |x| = 4
@@ -101,9 +101,8 @@ def erf_float32(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
 def erf(x, out=None):
     """The error function elementwise, in x's dtype and on x's device (see the module docstring);
     into `out` (which may be x) when given."""
-    if is_cupy_array(x):
-        y = cuda_erf(x)
-    else:
+    y = device_erf(x)  # the device's own kernel; None for a NumPy array
+    if y is None:
         x = np.asarray(x)
         if x.dtype == np.float32:
             if out is None or out.flags.c_contiguous:

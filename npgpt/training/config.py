@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
-from ..backend import DEVICES, DTYPES, default_device
+from ..backend import DTYPES, default_device, devices
 from ..models.config import FIELDS as MODEL_FIELDS
 from ..models.config import GPTConfig
 from .optim import cosine_lr
@@ -71,8 +71,8 @@ class TrainConfig:
             raise ValueError(f"TrainConfig.warmup_iters={self.warmup_iters} exceeds lr_decay_iters={self.lr_decay_iters}")
         if self.grad_clip < 0 or self.weight_decay < 0:
             raise ValueError(f"TrainConfig.grad_clip and weight_decay must be >= 0, got {self.grad_clip}, {self.weight_decay}")
-        if self.dtype not in DTYPES or self.device not in DEVICES:
-            raise ValueError(f"TrainConfig: dtype must be one of {tuple(DTYPES)} and device one of {DEVICES}, "
+        if self.dtype not in DTYPES or self.device not in devices():
+            raise ValueError(f"TrainConfig: dtype must be one of {tuple(DTYPES)} and device one of {devices()}, "
                              f"got {self.dtype!r}, {self.device!r}")
         for name in ("beta1", "beta2"):
             if not 0.0 <= getattr(self, name) < 1.0:

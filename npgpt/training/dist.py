@@ -27,7 +27,7 @@ import traceback
 
 import numpy as np
 
-from ..backend import to_device, to_numpy
+from ..backend import device_of, get_xp, to_device, to_numpy
 
 # Environment variables through which MPI launchers tell a process the job's size.
 SIZE_VARIABLES = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE")
@@ -154,8 +154,9 @@ def _limit_blas_threads(ranks_on_this_machine: int) -> None:
 
 # --- the gradient allreduce ---------------------------------------------------------------------
 class GradientSum:
-    """Sums the parameters' gradients over all ranks: copy into one flat host buffer, one
-    Allreduce in place, and the gradients become views of (CPU) or copies from (GPU) the sum.
+    """Sums the parameters' gradients over all ranks: pack them into one flat array where they are,
+    bring that to the host in one transfer, one Allreduce in place, and the gradients become views
+    of the sum (on a GPU: of its one copy back on the device).
 
     A parameter that got no gradient on any rank keeps grad None (the optimizer skips it exactly
     as it would in one process); one that got none on some ranks counts as zeros there.
@@ -165,30 +166,36 @@ class GradientSum:
         self.params, self.world = list(params), world
         self.sizes = [int(p.data.size) for p in self.params]
         self.offsets = np.concatenate([[0], np.cumsum(self.sizes)]).astype(int)
-        dtype = np.result_type(*[p.data.dtype for p in self.params])
-        self.buf = np.empty(int(self.offsets[-1]), dtype=dtype)  # (total parameters,)
+        self.dtype = np.result_type(*[p.data.dtype for p in self.params])
 
     def __call__(self, scalars) -> np.ndarray:
-        """Sum the gradients and `scalars` (float64, e.g. this rank's loss) over the ranks; return
-        the summed scalars."""
-        meta = np.zeros(len(self.params) + len(scalars))  # float64: [1 if p has a grad, per p..., scalars...]
-        meta[len(self.params):] = scalars
-        for i, p in enumerate(self.params):
-            part = self.buf[self.offsets[i]:self.offsets[i + 1]]
-            if p.grad is None:
-                part[...] = 0
-            else:
-                part[...] = to_numpy(p.grad).reshape(-1)
-                meta[i] = 1.0
-        self.world.allreduce_sum(self.buf)
+        """Sum the gradients and `scalars` (float64 numbers, or 0-d arrays on the gradients' device,
+        e.g. this rank's loss) over the ranks; return the summed scalars (float64, on the host)."""
+        n, total = len(self.params), int(self.offsets[-1])
+        meta = np.zeros(n + len(scalars))  # float64: [1 if p has a grad, per p..., scalars...]
+        meta[:n] = [p.grad is not None for p in self.params]
+        host = _pack_and_fetch(self.params, self.dtype, scalars)  # the one read from the device
+        buf = host[:total]  # (total parameters,) contiguous
+        meta[n:] = host[total:].copy().view(np.float64)
+        self.world.allreduce_sum(buf)
         self.world.allreduce_sum(meta)
+        summed = to_device(buf, device_of(self.params[0].data))  # one upload (none on the CPU)
         for i, p in enumerate(self.params):
-            if meta[i] == 0:
-                p.grad = None
-                continue
-            part = self.buf[self.offsets[i]:self.offsets[i + 1]].reshape(p.data.shape)
-            p.grad = part if isinstance(p.data, np.ndarray) else to_device(part, "cuda")
-        return meta[len(self.params):]
+            part = summed[self.offsets[i]:self.offsets[i + 1]].reshape(p.data.shape)
+            p.grad = part if meta[i] else None
+        return meta[n:]
+
+
+def _pack_and_fetch(params, dtype, scalars) -> np.ndarray:
+    """[every gradient flattened (zeros for None), then the float64 scalars' bytes seen as `dtype`]
+    as one host array: packed on the gradients' device so a GPU is read once per step, not once
+    per parameter plus once per scalar (a speed trick: each read waits for the device)."""
+    xp = get_xp(*[p.data for p in params])
+    parts = [(p.grad if p.grad is not None else xp.zeros(p.data.shape, dtype)).reshape(-1).astype(dtype, copy=False)
+             for p in params]
+    tail = xp.stack([xp.asarray(s, dtype=xp.float64) for s in scalars]) if scalars else xp.zeros(0, xp.float64)
+    parts.append(tail.view(dtype))  # float64 bits carried in the buffer's dtype, split off on the host
+    return to_numpy(xp.concatenate(parts))
 
 
 # --- refusing ranks that would silently diverge ---------------------------------------------------

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import dist
-from ..backend import select_cuda_device
+from ..backend import reading_is_free, select_cuda_device
 from ..data.tokens import TokenData
 from ..models.gpt import GPT
 from ..process import keep_freed_memory
@@ -91,7 +91,7 @@ def train(cfg: TrainConfig, log=print) -> TrainResult:
         f"{len(data.train):,} train / {len(data.val):,} val tokens, steps {it} -> {cfg.max_iters}"
         + (f", {world.size} ranks x grad_accum {cfg.grad_accum}" if world.size > 1 else ""))
 
-    readings = StepReadings(every_step=cfg.device == "cpu", out_dir=cfg.out_dir)
+    readings = StepReadings(every_step=reading_is_free(cfg.device), out_dir=cfg.out_dir)
 
     def read(r: StepReadings):
         try:
@@ -143,7 +143,7 @@ def train(cfg: TrainConfig, log=print) -> TrainResult:
             optimizer.set_lr(lr)
             loss_sum = accumulate_gradients(model, data, cfg, batch_gen, world, draws)
             if sum_gradients is not None:
-                loss_sum = sum_gradients([float(loss_sum)])[0]
+                loss_sum = sum_gradients([loss_sum])[0]  # the loss rides in the gradients' one transfer
             norm = clip_grad_norm(params, cfg.grad_clip if cfg.grad_clip > 0 else math.inf)
             readings.add(it, lr, loss_sum, norm)
             if readings.due(it, cfg):

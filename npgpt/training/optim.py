@@ -12,7 +12,7 @@ import math
 import numpy as np
 
 from .. import parallel
-from ..backend import get_xp, to_device, to_numpy
+from ..backend import get_xp, to_device, to_numpy, uses_thread_pool
 
 
 def _check_param(p, where: str):
@@ -184,7 +184,7 @@ def _each_parameter(fn, jobs) -> None:
     update is independent of the others and its few passes are long ufunc calls, so two threads
     share the work well: a speed trick); on the GPU, one after the other."""
     blocks = [(i, i + 1) for i in range(len(jobs))]
-    if not jobs or jobs[0][0].__name__ != "numpy":
+    if not jobs or not uses_thread_pool(jobs[0][0]):
         parallel.run_serial(fn, blocks)
         return
     parallel.run(fn, blocks, size=sum(int(j[1].size) for j in jobs))

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 import npgpt.functional as F
 import reference.ops as R
 from npgpt import Tensor
+from npgpt.backend import to_numpy
 from npgpt.ops.dropout import dropout_keep
 from tests.helpers import assert_close, check_parity
 
@@ -68,13 +69,13 @@ def test_causal_mask_holds_exactly(xp, shape, seed, cut):
     ya = F.attention(Tensor(xp.asarray(a)), NH).data
     x = Tensor(xp.asarray(b), requires_grad=True)
     yb = F.attention(x, NH)
-    assert np.array_equal(np.asarray(ya[:, : t + 1]), np.asarray(yb.data[:, : t + 1]))
+    assert np.array_equal(to_numpy(ya[:, : t + 1]), to_numpy(yb.data[:, : t + 1]))
     dy = np.zeros(yb.shape)
     dy[:, : t + 1] = 1.0
     yb.backward(xp.asarray(dy))
-    assert not np.asarray(x.grad[:, t + 1:]).any()
+    assert not to_numpy(x.grad[:, t + 1:]).any()
     if t + 1 < T:  # and the future does change when it should: the test can fail
-        assert not np.array_equal(np.asarray(ya[:, t + 1:]), np.asarray(yb.data[:, t + 1:]))
+        assert not np.array_equal(to_numpy(ya[:, t + 1:]), to_numpy(yb.data[:, t + 1:]))
 
 
 def _attention_composed(qkv, n_head):
@@ -104,16 +105,17 @@ def test_fused_equals_composed_primitives(shape, seed):
     assert_close(x1.grad, x2.grad, "float64", "grad of qkv")
 
 
-def _keep(seed, shape, p, dtype):
+def _keep(seed, shape, p, dtype, xp=np):
+    """The mask attention draws from `seed` on xp's device (a device draws its own numbers)."""
     B, T, NH, HS = shape
-    return dropout_keep(np.random.default_rng(seed), (B, NH, T, T), p, np.empty(0, dtype=dtype))
+    return to_numpy(dropout_keep(np.random.default_rng(seed), (B, NH, T, T), p, xp.empty(0, dtype=dtype)))
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 @pytest.mark.parametrize("shape,p", [((2, 6, 3, 2), 0.3), ((1, 1, 1, 1), 0.5), ((1, 5, 1, 4), 0.9)])
 def test_dropout_parity_with_same_mask(xp, dtype, shape, p):
     seed = 11
-    keep = torch.tensor(_keep(seed, shape, p, dtype))
+    keep = torch.tensor(_keep(seed, shape, p, dtype, xp))
     ours = lambda qkv, n_head: F.attention(qkv, n_head, p, True, np.random.default_rng(seed))  # noqa: E731
     theirs = lambda qkv, n_head: R.attention(qkv, n_head, p, True, keep=keep)  # noqa: E731
     check_parity(ours, theirs, {"qkv": _qkv(shape, seed)}, dtype=dtype, xp=xp, options={"n_head": shape[2]})

@@ -9,28 +9,43 @@ from hypothesis import strategies as st
 
 import reference.ops as ref
 from npgpt import Tensor
-from npgpt.backend import rng
+from npgpt.backend import rng, to_numpy, uniform
 from npgpt.ops.dropout import dropout
 from tests.helpers import check_parity
 
 
-def _pair(p, seed):
-    """npgpt's dropout and the twin, each with its own generator seeded alike (so the same mask)."""
+class _DeviceDraws:
+    """A generator for the twin that hands back the uniforms npgpt draws from `seed` on xp's device:
+    a device draws its own numbers from a seed the host generator gives, so a seeded NumPy generator
+    alone cannot make the device's mask."""
+
+    def __init__(self, seed, xp, dtype):
+        self.seed, self.xp, self.dtype = seed, xp, dtype
+
+    def random(self, shape, dtype=np.float64):
+        like = self.xp.empty(0, dtype=self.dtype)
+        return to_numpy(uniform(rng(self.seed), shape, like)).astype(dtype)
+
+
+def _pair(p, seed, xp=np, dtype="float64"):
+    """npgpt's dropout and the twin, drawing the same mask: on the CPU each from its own generator
+    seeded alike; on a device the twin replays the device's draw."""
+    twin = np.random.default_rng(seed) if xp is np else _DeviceDraws(seed, xp, dtype)
     return (lambda x: dropout(x, p, True, rng(seed)),
-            lambda x: ref.dropout(x, p, True, np.random.default_rng(seed)))
+            lambda x: ref.dropout(x, p, True, twin))
 
 
 @given(shape=st.lists(st.integers(1, 6), min_size=1, max_size=3).map(tuple), p=st.sampled_from([0.1, 0.5, 0.9, 0.999]),
        seed=st.integers(0, 2**16))
 @example(shape=(1,), p=0.5, seed=0)
 def test_dropout_parity(xp, shape, p, seed):
-    ours, theirs = _pair(p, seed)
+    ours, theirs = _pair(p, seed, xp)
     x = np.random.default_rng(seed + 1).standard_normal(shape)
     check_parity(ours, theirs, {"x": x}, xp=xp, seed=seed)
 
 
 def test_dropout_parity_float32(xp):
-    ours, theirs = _pair(0.3, 7)
+    ours, theirs = _pair(0.3, 7, xp, "float32")
     check_parity(ours, theirs, {"x": np.random.default_rng(0).standard_normal((4, 5, 6))}, dtype="float32", xp=xp)
 
 
