@@ -156,7 +156,7 @@ def _cfg(tmp_path, data_dir, name, **kw) -> TrainConfig:
     base = dict(out_dir=str(tmp_path / name), data_dir=data_dir, n_layer=1, n_head=2, n_embd=16, block_size=8,
                 batch_size=4, max_iters=3, eval_interval=3, eval_iters=2, log_interval=1, warmup_iters=1, lr=3e-2,
                 lr_decay_iters=12, grad_clip=0.05, dtype="float64", progress=False, plot=False, seed=3)
-    return TrainConfig(**{**base, **kw})
+    return TrainConfig.from_values({**base, **kw})
 
 
 def _numbers(out_dir):
