@@ -42,11 +42,19 @@ def check_float(name: str, *arrays) -> None:
             raise ValueError(f"{name} needs floating-point inputs, got dtype {a.dtype} (shape {tuple(a.shape)})")
 
 
+# None here; tests set it small (tests/conftest.py, tiny blocks) so a few-element array walks many
+# row blocks and the parity suite checks the block seams cheaply. Read at call time; nothing in npgpt sets it.
+MAX_BLOCK_ELEMENTS: int | None = None
+
+
 def row_blocks(xp, n: int, per_row: int, budget: int) -> list[tuple[int, int]]:
-    """(i0, i1) ranges over n rows, each about `budget` elements (at least one row), so a block's
-    temporaries stay in a CPU core's cache. A CPU strategy only: for CuPy arrays one range covers
-    all rows, since on the GPU an op should be a few whole-array kernels, not many small launches."""
+    """(i0, i1) ranges over n rows, each about `budget` elements (at least one row; at most
+    MAX_BLOCK_ELEMENTS when that is set), so a block's temporaries stay in a CPU core's cache.
+    A CPU strategy only: for CuPy arrays one range covers all rows, since on the GPU an op should be
+    a few whole-array kernels, not many small launches."""
     if not blocks_for_cache(xp):
         return [(0, n)]
+    if MAX_BLOCK_ELEMENTS is not None:
+        budget = min(budget, MAX_BLOCK_ELEMENTS)
     step = max(1, budget // max(per_row, 1))
     return [(i, min(i + step, n)) for i in range(0, n, step)]

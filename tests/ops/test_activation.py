@@ -1,4 +1,8 @@
-"""npgpt/ops/activation.py (gelu, softmax) against reference/ops.py."""
+"""npgpt/ops/activation.py (gelu, softmax) against reference/ops.py.
+
+GELU's parity tests run at npgpt's block sizes and at tiny ones (the `blocks` fixture,
+tests/conftest.py); tests/test_fastpath.py runs GELU on arrays of several of npgpt's own row blocks.
+"""
 
 from __future__ import annotations
 
@@ -21,13 +25,13 @@ shapes = st.lists(st.integers(1, 5), min_size=1, max_size=3).map(tuple)
 @example(shape=(1,), approximate="tanh", scale=1.0, seed=0)
 @example(shape=(1,), approximate="none", scale=1.0, seed=0)
 @example(shape=(2, 3, 7), approximate="none", scale=30.0, seed=1)  # far tails: erf saturates
-def test_gelu_parity(xp, shape, approximate, scale, seed):
+def test_gelu_parity(xp, blocks, shape, approximate, scale, seed):
     x = np.random.default_rng(seed).standard_normal(shape) * scale
     check_parity(gelu, ref.gelu, {"x": x}, xp=xp, seed=seed, options={"approximate": approximate})
 
 
 @pytest.mark.parametrize("approximate", ["tanh", "none"])
-def test_gelu_float32_and_special_points(xp, approximate):
+def test_gelu_float32_and_special_points(xp, blocks, approximate):
     x = np.concatenate([np.random.default_rng(0).standard_normal(50) * 3, [0.0, -0.0, 1e-8, -1e-8, 8.0, -8.0, 40.0, -40.0]])
     check_parity(gelu, ref.gelu, {"x": x}, dtype="float32", xp=xp, options={"approximate": approximate})
     check_parity(gelu, ref.gelu, {"x": x}, xp=xp, options={"approximate": approximate})

@@ -1,4 +1,9 @@
-"""npgpt/ops/attention.py: parity with the PyTorch twin, the causal mask, the composed graph, dropout."""
+"""npgpt/ops/attention.py: parity with the PyTorch twin, the causal mask, the composed graph, dropout.
+
+The parity tests run at npgpt's block sizes and at tiny ones (the `blocks` fixture, tests/conftest.py:
+query chunks of 2 rows, one sequence per block, two threads); tests/test_fastpath.py runs attention
+at the sizes where its chunks and blocks switch on (T = 63, 64, 65, 129, 257).
+"""
 
 from __future__ import annotations
 
@@ -35,14 +40,14 @@ def _with_edges(test):
 
 @given(shape=shapes, seed=st.integers(0, 2**16))
 @_with_edges
-def test_parity_float64(xp, shape, seed):
+def test_parity_float64(xp, blocks, shape, seed):
     check_parity(F.attention, R.attention, {"qkv": _qkv(shape, seed, 2.0)}, xp=xp,
                  options={"n_head": shape[2]}, seed=seed)
 
 
 @given(shape=shapes, seed=st.integers(0, 2**16))
 @_with_edges
-def test_parity_float32(xp, shape, seed):
+def test_parity_float32(xp, blocks, shape, seed):
     check_parity(F.attention, R.attention, {"qkv": _qkv(shape, seed)}, dtype="float32", xp=xp,
                  options={"n_head": shape[2]}, seed=seed)
 
@@ -58,7 +63,7 @@ def test_reference_equals_torch_sdpa():
 
 @given(shape=shapes, seed=st.integers(0, 2**16), cut=st.integers(0, 6))
 @example(shape=(1, 2, 1, 1), seed=0, cut=0)
-def test_causal_mask_holds_exactly(xp, shape, seed, cut):
+def test_causal_mask_holds_exactly(xp, blocks, shape, seed, cut):
     """Changing the tokens after position t never changes the outputs at <= t, nor lets their
     gradient reach the future positions."""
     B, T, NH, HS = shape
@@ -113,7 +118,7 @@ def _keep(seed, shape, p, dtype, xp=np):
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 @pytest.mark.parametrize("shape,p", [((2, 6, 3, 2), 0.3), ((1, 1, 1, 1), 0.5), ((1, 5, 1, 4), 0.9)])
-def test_dropout_parity_with_same_mask(xp, dtype, shape, p):
+def test_dropout_parity_with_same_mask(xp, blocks, dtype, shape, p):
     seed = 11
     keep = torch.tensor(_keep(seed, shape, p, dtype, xp))
     ours = lambda qkv, n_head: F.attention(qkv, n_head, p, True, np.random.default_rng(seed))  # noqa: E731

@@ -1,4 +1,8 @@
-"""npgpt/ops/embedding.py against reference/ops.py: lookup, learned and sinusoidal positions."""
+"""npgpt/ops/embedding.py against reference/ops.py: lookup, learned and sinusoidal positions.
+
+The lookup's parity runs at npgpt's block sizes and at tiny ones (the `blocks` fixture,
+tests/conftest.py); tests/test_fastpath.py runs it at a training batch's size.
+"""
 
 from __future__ import annotations
 
@@ -22,7 +26,7 @@ sizes = st.integers(1, 4)
 @given(B=sizes, T=st.integers(1, 6), V=st.integers(2, 7), C=st.integers(1, 6), seed=st.integers(0, 2**16))
 @example(B=1, T=1, V=2, C=1, seed=0)
 @example(B=2, T=5, V=2, C=3, seed=1)  # vocab 2: ids repeat
-def test_embedding_parity(xp, B, T, V, C, seed):
+def test_embedding_parity(xp, blocks, B, T, V, C, seed):
     rng = np.random.default_rng(seed)
     ids = rng.integers(0, V, size=(B, T))
     check_parity(embedding, ref.embedding, {"ids": ids, "w": rng.standard_normal((V, C))}, xp=xp, seed=seed)

@@ -1,4 +1,8 @@
-"""npgpt/ops/layernorm.py against reference/ops.py (torch.nn.functional.layer_norm)."""
+"""npgpt/ops/layernorm.py against reference/ops.py (torch.nn.functional.layer_norm).
+
+The parity tests run at npgpt's block sizes and at tiny ones (the `blocks` fixture, tests/conftest.py);
+tests/test_fastpath.py runs layer_norm on arrays of several of npgpt's own row blocks.
+"""
 
 from __future__ import annotations
 
@@ -26,19 +30,19 @@ def _args(rng, shape, bias, offset=0.0, scale=1.0):
 @example(B=1, T=1, C=1, bias=True, eps=1e-5, offset=0.0, seed=0)  # C = 1: xhat = 0, only b and eps matter
 @example(B=1, T=1, C=2, bias=False, eps=1e-5, offset=0.0, seed=1)
 @example(B=2, T=3, C=7, bias=True, eps=1e-5, offset=3.0, seed=2)  # odd C
-def test_layer_norm_parity(xp, B, T, C, bias, eps, offset, seed):
+def test_layer_norm_parity(xp, blocks, B, T, C, bias, eps, offset, seed):
     rng = np.random.default_rng(seed)
     check_parity(layer_norm, ref.layer_norm, _args(rng, (B, T, C), bias, offset), xp=xp, seed=seed, options={"eps": eps})
 
 
 @pytest.mark.parametrize("shape", [(5,), (4, 6), (2, 2, 3, 8)])
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
-def test_layer_norm_any_leading_dims(xp, shape, dtype):
+def test_layer_norm_any_leading_dims(xp, blocks, shape, dtype):
     rng = np.random.default_rng(len(shape))
     check_parity(layer_norm, ref.layer_norm, _args(rng, shape, True), dtype=dtype, xp=xp)
 
 
-def test_layer_norm_grad_to_x_only(xp):
+def test_layer_norm_grad_to_x_only(xp, blocks):
     rng = np.random.default_rng(3)
     check_parity(layer_norm, ref.layer_norm, _args(rng, (2, 3, 4), True), xp=xp, grads=("x",))
 

@@ -1,4 +1,8 @@
-"""npgpt/ops/loss.py: fused cross-entropy against PyTorch, the composed graph, ignore_index, bad input."""
+"""npgpt/ops/loss.py: fused cross-entropy against PyTorch, the composed graph, ignore_index, bad input.
+
+The float64 parity runs at npgpt's block sizes and at tiny ones (the `blocks` fixture,
+tests/conftest.py); tests/test_fastpath.py runs it on logits of a training batch's size.
+"""
 
 from __future__ import annotations
 
@@ -44,7 +48,7 @@ def _with_edges(test):
 
 @given(case=cases, seed=st.integers(0, 2**16))
 @_with_edges
-def test_parity_float64(xp, case, seed):
+def test_parity_float64(xp, blocks, case, seed):
     logits, targets = _data(*case, seed)
     check_parity(F.cross_entropy, R.cross_entropy, {"logits": logits, "targets": targets}, xp=xp, seed=seed)
 

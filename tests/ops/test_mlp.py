@@ -1,4 +1,8 @@
-"""npgpt/ops/mlp.py (fused linear -> GELU -> linear) against reference/ops.py."""
+"""npgpt/ops/mlp.py (fused linear -> GELU -> linear) against reference/ops.py.
+
+The parity tests run at npgpt's block sizes and at tiny ones (the `blocks` fixture, tests/conftest.py);
+tests/test_fastpath.py runs the MLP with a hidden layer of several of npgpt's own GELU row blocks.
+"""
 
 from __future__ import annotations
 
@@ -37,20 +41,20 @@ def _run(args, **kw):
 @example(B=1, T=1, C=1, H=1, Cout=1, b_fc=True, b_proj=True, approximate="tanh", seed=0)
 @example(B=2, T=3, C=5, H=20, Cout=5, b_fc=False, b_proj=False, approximate="tanh", seed=1)  # GPT-2 shape, bias=False
 @example(B=1, T=2, C=3, H=12, Cout=3, b_fc=True, b_proj=False, approximate="none", seed=2)
-def test_mlp_parity(xp, B, T, C, H, Cout, b_fc, b_proj, approximate, seed):
+def test_mlp_parity(xp, blocks, B, T, C, H, Cout, b_fc, b_proj, approximate, seed):
     rng = np.random.default_rng(seed)
     _run(_args(rng, (B, T), C, H, Cout, b_fc, b_proj), xp=xp, seed=seed, options={"approximate": approximate})
 
 
 @pytest.mark.parametrize("approximate", ["tanh", "none"])
-def test_mlp_float32_and_2d_input(xp, approximate):
+def test_mlp_float32_and_2d_input(xp, blocks, approximate):
     rng = np.random.default_rng(3)
     _run(_args(rng, (2, 4), 8, 32, 8), dtype="float32", xp=xp, options={"approximate": approximate})
     _run(_args(rng, (5,), 4, 16, 4), xp=xp, options={"approximate": approximate})
 
 
 @pytest.mark.parametrize("grads", [("x",), ("w_fc", "b_proj"), ("w_proj",)])
-def test_mlp_partial_gradients(xp, grads):
+def test_mlp_partial_gradients(xp, blocks, grads):
     _run(_args(np.random.default_rng(4), (2, 3), 4, 8, 4), xp=xp, grads=grads)
 
 
