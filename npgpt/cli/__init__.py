@@ -65,7 +65,7 @@ def _guarded(name: str, fn, on_error=None) -> int:
 def _add_prepare(p: argparse.ArgumentParser) -> None:
     p.add_argument("source", help="a UTF-8 text file, or a corpus name: stdlib (offline) or shakespeare_char")
     p.add_argument("--out", help="output directory (default: data/<source name>)")
-    p.add_argument("--tokenizer", choices=("char", "bpe"), default="char", help="tokenizer to train (default: char)")
+    p.add_argument("--tokenizer", choices=("char", "bpe"), help="tokenizer to train (default: char)")
     p.add_argument("--vocab-size", type=int, help="vocabulary size for --tokenizer bpe")
     p.add_argument("--tokenizer-file", help="reuse this tokenizer: a tokenizer.json, a training directory, or a GPT-2 "
                    "directory's vocab.json + merges.txt (to fine-tune)")
