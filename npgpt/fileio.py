@@ -206,11 +206,7 @@ def atomic_write(path, payload: bytes | str) -> None:
     if isinstance(payload, str):
         payload = payload.encode("utf-8")
     with atomic_file(path) as f:
-        try:
-            f.flush()
-            write_all(f.fileno(), payload)
-        except OSError as e:
-            raise named_error(e, os.fspath(path)) from None
+        f.write(payload)
 
 
 # --- a whole directory -------------------------------------------------------------------------
@@ -265,7 +261,8 @@ def replace_dir(path, keep_only=None, what: str = "directory"):
 
     Write the new set of files into the yielded directory (fsync each, e.g. with atomic_file or
     write_file); the directory is fsynced, swapped in, and the old set removed. An exception inside
-    the block leaves `path` as it was. `keep_only`: the file names `path` may hold now; anything else
+    the block leaves `path` as it was. `keep_only`: the file names `path` may hold now (a collection,
+    or a test name -> bool); anything else
     there (a user's own files) makes this refuse with a ValueError before writing, since replacing
     the directory would delete them.
     """
@@ -277,7 +274,8 @@ def replace_dir(path, keep_only=None, what: str = "directory"):
     if os.path.lexists(path) and not os.path.isdir(path):
         raise ValueError(f"{path}: exists and is not a directory")
     if keep_only is not None and os.path.isdir(path):
-        foreign = sorted(set(os.listdir(path)) - set(keep_only))
+        ours = keep_only if callable(keep_only) else set(keep_only).__contains__
+        foreign = sorted(n for n in os.listdir(path) if not ours(n))
         if foreign:
             raise ValueError(f"{path}: holds files that are not an npgpt {what}'s ({', '.join(foreign[:5])}"
                              f"{', ...' if len(foreign) > 5 else ''}); writing the {what} replaces the whole "

@@ -72,8 +72,10 @@ def test_bad_flag_values(tmp_path, capsys):
         main(["train", "--max-iters", "ten"])
     assert "--max-iters expects int, got 'ten'" in capsys.readouterr().err
     assert main(["train", "--batch-size", "0", "--data-dir", str(tmp_path)]) == 2
-    assert "batch_size must be >= 1" in capsys.readouterr().err
+    assert "npgpt train: error: --batch-size must be >= 1, got 0" in capsys.readouterr().err
     assert main(["train", "--data-dir", str(tmp_path / "missing")]) == 2
+    assert "missing: no such data directory; make it with `npgpt prepare" in capsys.readouterr().err
+    assert main(["train", "--data-dir", str(tmp_path)]) == 2
     assert "no meta.json" in capsys.readouterr().err
     assert main(["prepare", "nonsense_corpus"]) == 2
     assert "known corpora: stdlib, shakespeare_char" in capsys.readouterr().err

@@ -30,6 +30,14 @@ def is_pretrained_dir(path) -> bool:
     return bool(inside) and HF_CONFIG in inside and not {BEST, LATEST} & inside
 
 
+def _hub_name(path: str) -> bool:
+    """A name that is no local path and reads as a Hugging Face hub name ('gpt2', 'openai-community/gpt2'):
+    from_pretrained downloads it, or says why it cannot (offline, huggingface_hub missing)."""
+    from ..models.hf import HUB_NAME  # noqa: PLC0415
+
+    return not os.path.lexists(path) and bool(HUB_NAME.fullmatch(path)) and ".." not in path
+
+
 def model_from_checkpoint(ckpt: Checkpoint, dtype="float32", device=None, seed: int = 0, **overrides) -> GPT:
     """A GPT with the checkpoint's config (fields in `overrides` replaced, e.g. dropout) and weights;
     `seed` only seeds its dropout generator, since the weights come from the checkpoint."""
@@ -46,7 +54,7 @@ def load_model(path, dtype="float32", device=None, seed: int = 0, **overrides):
     generator. The tokenizer is None for a GPT-2 directory without vocab.json and merges.txt.
     """
     path = os.fspath(path)
-    if not is_pretrained_dir(path):
+    if not is_pretrained_dir(path) and not _hub_name(path):
         ckpt = load_checkpoint(path)
         return model_from_checkpoint(ckpt, dtype, device, seed, **overrides), ckpt.load_tokenizer()
     dropout = overrides.pop("dropout", None)
