@@ -134,6 +134,10 @@ def state_from_hf(tensors: dict, config: GPTConfig, where: str) -> dict:
 def resolve_dir(path_or_name) -> str:
     """A local GPT-2 directory, or a hub name downloaded through huggingface_hub (see download)."""
     p = os.fspath(path_or_name)
+    if not os.path.lexists(p):
+        from ..fileio import settle_dir  # noqa: PLC0415 - undo an export's swap that a kill cut in half
+
+        settle_dir(p)
     if os.path.isdir(p):
         return p
     if os.path.exists(p):
