@@ -240,3 +240,31 @@ def test_ctrl_c_through_the_launcher_stops_every_rank_after_the_same_step(tmp_pa
     ckpt = ck.load_checkpoint(str(out), prefer=ck.LATEST)
     assert f"interrupted: saved step {ckpt.iter_num} " in stdout and 0 < ckpt.iter_num < 100000
     assert max(r["iter"] for r in read_log(str(out)) if r["event"] == "step") == ckpt.iter_num
+
+
+def test_a_second_ctrl_c_through_the_launcher_exits_130_quietly(tmp_path, data_dir):
+    """Two Ctrl-Cs: the launcher ends mpiexec and both ranks at once (no rank left running), exit
+    status 130 and one line, not MPICH's page about killed processes (issue 15 point 8)."""
+    import signal
+    import time
+
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "npgpt.cli", "train", "--nproc", "2", "--data-dir", data_dir,
+                             "--out-dir", str(out), *flags(max_iters=100000, eval_interval=100000, dropout=0.0,
+                                                                 n_embd=384, n_head=4, batch_size=48)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    deadline = time.monotonic() + 60
+    while not (out / "log.jsonl").exists() or not any(r["event"] == "step" for r in read_log(str(out))):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)  # a step takes about a second here: the second lands mid-step
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr
+    assert "interrupted again: stopped at once" in stderr
+    assert "BAD TERMINATION" not in stderr and "Traceback" not in stderr and len(stderr.splitlines()) <= 3, stderr
+    time.sleep(0.5)
+    ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+    assert str(out) not in ps  # no rank outlived the launcher

@@ -35,7 +35,8 @@ def _hub_name(path: str) -> bool:
     from_pretrained downloads it, or says why it cannot (offline, huggingface_hub missing)."""
     from ..models.hf import HUB_NAME  # noqa: PLC0415
 
-    return not os.path.lexists(path) and bool(HUB_NAME.fullmatch(path)) and ".." not in path
+    first = path.split("/")[0]  # out/typo is a path under ./out, not the hub's owner "out"
+    return not os.path.lexists(path) and not os.path.lexists(first) and bool(HUB_NAME.fullmatch(path)) and ".." not in path
 
 
 def model_from_checkpoint(ckpt: Checkpoint, dtype="float32", device=None, seed: int = 0, **overrides) -> GPT:

@@ -166,7 +166,7 @@ def download(name: str) -> str:
     except Exception as e:  # huggingface_hub raises many types: offline, not found, gated, HTTP
         offline = getattr(getattr(huggingface_hub, "constants", None), "HF_HUB_OFFLINE", False)
         why = ("HF_HUB_OFFLINE is set, so nothing can be downloaded, and it is not in the local cache" if offline
-               else f"{type(e).__name__}: {e}")
+               else f"{type(e).__name__}: {' '.join(str(e).split())}")  # one line
         raise RuntimeError(f"cannot download {name!r} from the Hugging Face hub ({why}); {name!r} is not a local "
                            "directory either: download it while online, or pass the path of a GPT-2 directory") from None
     return folder
