@@ -126,10 +126,18 @@ def test_one_process_resumes_a_two_rank_checkpoint(tmp_path, pair, data_dir):
     out = str(tmp_path / "half")
     r = ranks(2, "--data-dir", data_dir, "--out-dir", out, "--grad-accum", "2", *flags(max_iters=10))
     assert r.returncode == 0, r.stderr
-    train(resume_config(out, {"grad_accum": 4, "max_iters": 20}), **quiet)
+    assert ck.load_checkpoint(out, prefer=ck.LATEST).train_config["ranks"] == 2
+    cfg = resume_config(out, {"max_iters": 20})  # no --grad-accum: the batch is kept (issue 15 point 8)
+    assert cfg.grad_accum == 4
+    said = []
+    train(cfg, log=said.append)
+    assert any("resuming a 2-rank run in 1 process(es)" in m and "keeps the batch of 16 sequences" in m for m in said)
     resumed, one = (ck.load_checkpoint(d, prefer=ck.LATEST) for d in (out, pair[0]))
     err, name = worst_relative(one.model_state, resumed.model_state)
     assert resumed.iter_num == 20 and err < 1e-12, f"{name}: {err:.3g}"
+    said = []  # a --grad-accum that changes the batch is obeyed, and said
+    train(resume_config(out, {"max_iters": 22, "grad_accum": 1}), log=said.append)
+    assert any("the batch changes from here" in m for m in said), said
 
 
 @pytest.mark.parametrize("how", ["raise", "value", "die", "drift"])
