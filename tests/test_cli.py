@@ -81,8 +81,10 @@ def test_bad_flag_values(tmp_path, capsys):
         main(["train", "--max-iters", "ten"])
     assert "--max-iters expects int, got 'ten'" in capsys.readouterr().err
     assert main(["train", "--batch-size", "0", "--data-dir", str(tmp_path)]) == 2
-    assert "batch_size must be >= 1" in capsys.readouterr().err
+    assert "npgpt train: error: --batch-size must be >= 1, got 0" in capsys.readouterr().err
     assert main(["train", "--data-dir", str(tmp_path / "missing")]) == 2
+    assert "missing: no such data directory; make it with `npgpt prepare" in capsys.readouterr().err
+    assert main(["train", "--data-dir", str(tmp_path)]) == 2
     assert "no meta.json" in capsys.readouterr().err
     assert main(["prepare", "nonsense_corpus"]) == 2
     assert "known corpora: stdlib, shakespeare_char" in capsys.readouterr().err
@@ -209,3 +211,150 @@ def test_demo_wiring(tmp_path, capsys, monkeypatch):
     out = capsys.readouterr().out
     assert "stdlib" in out and "a sample from" in out and "\ndef " in out
     assert os.path.isfile(tmp_path / "demo" / ck.BEST) and os.path.isfile(tmp_path / "demo-data" / "train.bin")
+    # a second run continues the first, never wipes it (issue 15 point 1)
+    before = ck.load_checkpoint(str(tmp_path / "demo"), prefer=ck.LATEST)
+    log_lines = len(read_log(str(tmp_path / "demo")))
+    assert main(["demo", "--root", str(tmp_path), "--max-iters", "5"]) == 0
+    out = capsys.readouterr().out
+    assert f"already holds a run at step {before.iter_num}: continuing it to step 5" in out
+    after = ck.load_checkpoint(str(tmp_path / "demo"), prefer=ck.LATEST)
+    assert after.iter_num == 5 and len(read_log(str(tmp_path / "demo"))) > log_lines
+
+
+# --- issue 15: nothing a user has is lost, bad data is caught where it enters -------------------------
+def err_of(capsys, argv, code=2) -> str:
+    assert main(argv) == code
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    return err
+
+
+def test_a_scratch_run_never_overwrites_a_run(tmp_path, data, capsys):
+    out = str(tmp_path / "o")
+    assert main(["train", "--data-dir", data, "--out-dir", out, *TINY, "--max-iters", "5"]) == 0
+    kept = {n: open(os.path.join(out, n), "rb").read() for n in sorted(os.listdir(out))}
+    err = err_of(capsys, ["train", "--data-dir", data, "--out-dir", out, *TINY, "--max-iters", "2"])
+    assert "already holds a training run (ckpt.safetensors, best.safetensors)" in err
+    assert "--init-from resume" in err and "new --out-dir" in err and "--overwrite" in err
+    err = err_of(capsys, ["train", "--data-dir", data, "--out-dir", out, *TINY, "--init-from", out])  # fine-tune into it
+    assert "already holds a training run" in err
+    assert {n: open(os.path.join(out, n), "rb").read() for n in sorted(os.listdir(out))} == kept
+    err = err_of(capsys, ["train", "--init-from", "resume", "--out-dir", out, "--overwrite"])
+    assert "give one or the other" in err
+    assert main(["train", "--data-dir", data, "--out-dir", out, *TINY, "--max-iters", "2", "--overwrite"]) == 0
+    assert "removed the old run's files" in capsys.readouterr().out
+    assert ck.load_checkpoint(out, prefer=ck.LATEST).iter_num == 2
+    assert [r["iter"] for r in read_log(out) if r["event"] == "start"] == [0]  # nothing of the old log
+
+
+def test_resume_from_another_directory_and_moved_data(tmp_path, data, capsys, monkeypatch):
+    """data_dir is stored absolute: a resume works from any working directory; when the data moved,
+    the error names --data-dir."""
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(tmp_path)
+    assert main(["prepare", str(tmp_path / "t.txt"), "--out", "rel"]) == 0
+    assert main(["train", "--data-dir", "rel", "--out-dir", "o", *TINY, "--max-iters", "3"]) == 0
+    assert ck.load_checkpoint("o").train_config["data_dir"] == str(tmp_path / "rel")
+    monkeypatch.chdir(work)
+    assert main(["train", "--init-from", "resume", "--out-dir", "../o", "--max-iters", "5"]) == 0
+    os.rename(tmp_path / "rel", tmp_path / "moved")
+    err = err_of(capsys, ["train", "--init-from", "resume", "--out-dir", "../o", "--max-iters", "7"])
+    assert f"{tmp_path / 'rel'}', which is not there now" in err and "pass --data-dir DIR" in err
+    assert main(["train", "--init-from", "resume", "--out-dir", "../o", "--max-iters", "7",
+                 "--data-dir", str(tmp_path / "moved")]) == 0
+
+
+def test_bad_token_files_are_one_line_errors(tmp_path, data, capsys):
+    import numpy as np
+
+    meta = json.loads(open(os.path.join(data, "meta.json")).read())
+    train_bin = os.path.join(data, "train.bin")
+    ids = np.fromfile(train_bin, dtype=meta["dtype"])
+    ids[7] = meta["vocab_size"] + 3
+    ids.tofile(train_bin)
+    out = str(tmp_path / "o")
+    err = err_of(capsys, ["train", "--data-dir", data, "--out-dir", out, *TINY, "--max-iters", "2"])
+    assert f"train.bin: token id {meta['vocab_size'] + 3} at position 7 is outside the vocabulary of {meta['vocab_size']}" in err
+    assert err.count("\n") == 1 and not os.path.exists(out)
+
+
+def test_a_tokenizer_json_that_disagrees_with_meta_json(tmp_path, data, capsys):
+    (tmp_path / "other.txt").write_text("quite another alphabet: XYZ!?\n" * 10)
+    assert main(["prepare", str(tmp_path / "other.txt"), "--out", str(tmp_path / "d2")]) == 0
+    tok = os.path.join(data, "tokenizer.json")
+    os.replace(tmp_path / "d2" / "tokenizer.json", tok)
+    err = err_of(capsys, ["train", "--data-dir", data, "--out-dir", str(tmp_path / "o"), *TINY, "--max-iters", "2"])
+    assert "tokenizer.json: not the tokenizer these tokens were made with" in err
+    meta_path = os.path.join(data, "meta.json")  # an older meta.json without the sha256: type and vocab size
+    meta = json.loads(open(meta_path).read())
+    del meta["tokenizer"]["sha256"]
+    open(meta_path, "w").write(json.dumps(meta))
+    err = err_of(capsys, ["train", "--data-dir", data, "--out-dir", str(tmp_path / "o"), *TINY, "--max-iters", "2"])
+    assert "tokenizer.json: a char tokenizer of vocab" in err and f"of vocab {meta['vocab_size']}" in err
+
+
+def test_prepare_refuses_conflicting_tokenizer_flags_and_foreign_directories(tmp_path, data, capsys):
+    src = str(tmp_path / "t.txt")
+    tok = os.path.join(data, "tokenizer.json")
+    err = err_of(capsys, ["prepare", src, "--out", str(tmp_path / "x"), "--tokenizer-file", tok, "--tokenizer", "bpe",
+                          "--vocab-size", "300"])
+    assert "--tokenizer-file reuses the tokenizer of" in err and "--tokenizer and --vocab-size" in err
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("a user's own file")
+    err = err_of(capsys, ["prepare", src, "--out", str(tmp_path / "mine")])
+    assert "holds files that are not an npgpt data directory's (notes.txt)" in err
+    assert os.listdir(tmp_path / "mine") == ["notes.txt"]
+
+
+def test_export_messages_and_a_whole_directory(tmp_path, data, capsys):
+    from npgpt.models.gpt import GPT
+
+    assert main(["prepare", str(tmp_path / "t.txt"), "--out", str(tmp_path / "b"), "--tokenizer", "bpe",
+                 "--vocab-size", "300"]) == 0
+    run = str(tmp_path / "o")
+    assert main(["train", "--data-dir", str(tmp_path / "b"), "--out-dir", run, *TINY, "--max-iters", "2"]) == 0
+    exp = str(tmp_path / "exp")
+    assert main(["export", run, exp]) == 0
+    assert "vocab.json" in os.listdir(exp)
+    assert main(["export", run, exp, "--no-tokenizer"]) == 0
+    assert sorted(os.listdir(exp)) == ["config.json", "model.safetensors"]  # no stale tokenizer files
+    capsys.readouterr()
+    err = err_of(capsys, ["export", exp, str(tmp_path / "exp2")])
+    assert "a GPT-2 / Hugging Face directory already" in err and "--init-from" in err and "--out-dir" not in err
+    err = err_of(capsys, ["export", run, run])  # into the training directory itself
+    assert "holds files that are not an npgpt GPT-2 export's" in err
+    assert ck.load_checkpoint(run).iter_num == 2
+    GPT.from_pretrained(exp)
+
+
+def test_sample_names_hub_names(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    err = err_of(capsys, ["sample", "gpt2-nonexistent-xyz", "--max-new-tokens", "1"])
+    assert "hub" in err.lower() and "gpt2-nonexistent-xyz" in err
+
+
+def test_argparse_errors_are_short_and_seeds_named(capsys):
+    for argv, line in [(["train", "--seed", "-1"], "npgpt train: error: --seed must be >= 0, got -1"),
+                       (["sample", "x", "--seed", "-1"], "npgpt sample: error: argument --seed: expects an integer >= 0"),
+                       (["sample"], "npgpt sample: error: the following arguments are required: checkpoint"),
+                       (["trian"], "npgpt: error: argument COMMAND: invalid choice: 'trian'")]:
+        try:
+            code = main(argv)
+        except SystemExit as e:
+            code = e.code
+        err = capsys.readouterr().err
+        assert code == 2 and err.startswith(line), (argv, err)
+        assert "usage:" not in err and err.count("\n") <= 2
+    with pytest.raises(SystemExit):
+        main(["sample", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "(default: 1.0, which changes nothing)" in help_text and "hub name" in help_text
+
+
+def test_diverging_before_the_first_save_says_no_checkpoint(tmp_path, data, capsys):
+    out = str(tmp_path / "o")
+    err = err_of(capsys, ["train", "--data-dir", data, "--out-dir", out, *TINY, "--max-iters", "20", "--lr", "1e9",
+                          "--grad-clip", "0", "--min-lr", "0", "--eval-interval", "1000"], code=1)
+    assert "saved no checkpoint yet" in err and "hold the last good state" not in err

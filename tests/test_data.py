@@ -108,26 +108,30 @@ def test_bad_inputs(tmp_path):
 
 
 def test_failed_prepare_leaves_previous_data(tmp_path, monkeypatch):
+    """A full disk half-way through val.bin: the error names d/val.bin, the old data stays whole,
+    and nothing is left behind (no hidden temporary file or directory)."""
+    import errno
+
+    from npgpt import fileio
+
     out = str(tmp_path / "d")
     quiet(write(tmp_path, "a.txt", TEXT), out)
     before = {n: (tmp_path / "d" / n).read_bytes() for n in os.listdir(out)}
+    real_write = os.write
 
+    def full_disk(fd, buf):
+        if os.readlink(f"/proc/self/fd/{fd}").endswith("val.bin"):
+            real_write(fd, bytes(buf)[:10])
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_write(fd, buf)
 
-    def half_then_fail(f):
-        f.write(b"\0" * 10)
-        raise OSError("disk full (simulated)")
-
-    orig_write_all = data._write_all
-
-    def failing_write_all(out_dir, writers):
-        writers = dict(writers, **{"val.bin": half_then_fail})
-        return orig_write_all(out_dir, writers)
-
-    monkeypatch.setattr(data, "_write_all", failing_write_all)
-    with pytest.raises(OSError, match="disk full"):
+    monkeypatch.setattr(fileio.os, "write", full_disk)
+    with pytest.raises(OSError, match=r"No space left on device: .*d/val\.bin$"):
         quiet(write(tmp_path, "b.txt", TEXT.upper() * 2), out)
+    monkeypatch.undo()
     after = {n: (tmp_path / "d" / n).read_bytes() for n in os.listdir(out)}
-    assert after == before  # no temp files, nothing replaced
+    assert after == before  # nothing replaced
+    assert sorted(os.listdir(tmp_path)) == ["a.txt", "b.txt", "d"]  # no temporaries
     assert TokenData(out).tokenizer.decode(TokenData(out).val) == TEXT[int(len(TEXT) * 0.9):]
 
 

@@ -127,10 +127,18 @@ def test_one_process_resumes_a_two_rank_checkpoint(tmp_path, pair, data_dir):
     out = str(tmp_path / "half")
     r = ranks(2, "--data-dir", data_dir, "--out-dir", out, "--grad-accum", "2", *flags(max_iters=10))
     assert r.returncode == 0, r.stderr
-    train(resume_config(out, {"grad_accum": 4, "max_iters": 20}), **quiet)
+    assert ck.load_checkpoint(out, prefer=ck.LATEST).train_config["ranks"] == 2
+    cfg = resume_config(out, {"max_iters": 20})  # no --grad-accum: the batch is kept (issue 15 point 8)
+    assert cfg.grad_accum == 4
+    said = []
+    train(cfg, log=said.append)
+    assert any("resuming a 2-rank run in 1 process(es)" in m and "keeps the batch of 16 sequences" in m for m in said)
     resumed, one = (ck.load_checkpoint(d, prefer=ck.LATEST) for d in (out, pair[0]))
     err, name = worst_relative(one.model_state, resumed.model_state)
     assert resumed.iter_num == 20 and err < 1e-12, f"{name}: {err:.3g}"
+    said = []  # a --grad-accum that changes the batch is obeyed, and said
+    train(resume_config(out, {"max_iters": 22, "grad_accum": 1}), log=said.append)
+    assert any("the batch changes from here" in m for m in said), said
 
 
 @pytest.mark.parametrize("how", ["raise", "value", "die", "drift"])
@@ -261,3 +269,31 @@ def test_two_ranks_on_a_device_read_it_once_per_step(tmp_path, data_dir):
                                 "per step, one per log step):\n" + "\n".join(map(str, counts[12][rank]["read_log"])))
     one = ck.load_checkpoint(str(tmp_path / "o12"), prefer=ck.LATEST)
     assert one.iter_num == 12
+
+
+def test_a_second_ctrl_c_through_the_launcher_exits_130_quietly(tmp_path, data_dir):
+    """Two Ctrl-Cs: the launcher ends mpiexec and both ranks at once (no rank left running), exit
+    status 130 and one line, not MPICH's page about killed processes (issue 15 point 8)."""
+    import signal
+    import time
+
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "npgpt.cli", "train", "--nproc", "2", "--data-dir", data_dir,
+                             "--out-dir", str(out), *flags(max_iters=100000, eval_interval=100000, dropout=0.0,
+                                                                 n_embd=384, n_head=4, batch_size=48)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    deadline = time.monotonic() + 60
+    while not (out / "log.jsonl").exists() or not any(r["event"] == "step" for r in read_log(str(out))):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)  # a step takes about a second here: the second lands mid-step
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr
+    assert "interrupted again: stopped at once" in stderr
+    assert "BAD TERMINATION" not in stderr and "Traceback" not in stderr and len(stderr.splitlines()) <= 3, stderr
+    time.sleep(0.5)
+    ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+    assert str(out) not in ps  # no rank outlived the launcher

@@ -316,7 +316,6 @@ def _hf_dir(tmp_path, **config_changes):
     (dict(n_inner=7), r"(?s)do not fit config.json's model.*mlp.c_fc.weight: expected \(10, 7\), got \(10, 40\)"),
     (dict(scale_attn_by_inverse_layer_idx=True), r"scale_attn_by_inverse_layer_idx=True"),
     (dict(n_head=3), r"n_embd=10 must be divisible by n_head=3"),
-    (dict(attn_pdrop=0.0), r"differ .*pass dropout= to from_pretrained"),
     (dict(tie_word_embeddings=False), r"tie_word_embeddings is false, but the checkpoint has no lm_head.weight"),
     (dict(vocab_size=12), r"(?s)do not fit config.json's model.*transformer.wte.weight: expected \(12, 10\), got \(11, 10\)"),
 ], ids=lambda v: "-".join(f"{k}={x}" for k, x in v.items()) if isinstance(v, dict) else "")
@@ -324,6 +323,15 @@ def test_configs_npgpt_cannot_run_are_refused(change, message, tmp_path):
     folder = _hf_dir(tmp_path, **change)
     with pytest.raises(ValueError, match=message):
         GPT.from_pretrained(folder)
+
+
+def test_three_different_dropout_rates_load(tmp_path):
+    """transformers loads a config whose resid/embd/attn_pdrop differ; so does npgpt (issue 15 point 7):
+    the one rate is resid_pdrop, and in eval mode (sampling) dropout does nothing."""
+    folder = _hf_dir(tmp_path, resid_pdrop=0.2, embd_pdrop=0.1, attn_pdrop=0.0)
+    model = GPT.from_pretrained(folder)
+    assert model.config.dropout == 0.2 and not model.training
+    assert GPT.from_pretrained(folder, dropout=0.0).config.dropout == 0.0
 
 
 def test_missing_and_corrupt_files(tmp_path):

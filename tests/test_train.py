@@ -256,7 +256,7 @@ def test_plot_and_fallbacks(tmp_path, data_dir, monkeypatch):
     monkeypatch.setitem(sys.modules, "tqdm.auto", None)
     monkeypatch.setattr("npgpt.training.log._interactive", lambda: True)  # as on a terminal, where a bar is wanted
     messages = []
-    train(tiny(tmp_path, data_dir, "p", plot=True, progress=True, max_iters=4), log=messages.append)
+    train(tiny(tmp_path, data_dir, "p", plot=True, progress=True, max_iters=4), log=messages.append, overwrite=True)
     assert not os.path.exists(png)
     assert any("matplotlib is not installed" in m for m in messages)
     assert any("tqdm is not installed" in m for m in messages)

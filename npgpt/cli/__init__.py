@@ -7,13 +7,36 @@ does the work and returns the exit status. Register both in COMMANDS to add one.
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 
 from ..backend import default_device, devices
 
 
+def _seed(flag: str):
+    """argparse type: an integer >= 0 (NumPy's generators refuse a negative seed), named in the error."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = -1
+        if value < 0:
+            raise argparse.ArgumentTypeError(f"expects an integer >= 0, got {text!r}")
+        return value
+
+    return parse
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with a short error: the one line that matters, then where the usage is, not the
+    whole usage block first."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message}\n(see `{self.prog} --help`)\n")
+
+
 def _add_gradcheck(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--seed", type=int, default=0, help="seed for the inputs, projections and directions")
+    p.add_argument("--seed", type=_seed("--seed"), default=0, help="seed for the inputs, projections and directions, >= 0")
     p.add_argument("--only", nargs="+", metavar="OP", help="check only these ops (names in npgpt.functional)")
 
 
@@ -65,7 +88,7 @@ def _guarded(name: str, fn, on_error=None) -> int:
 def _add_prepare(p: argparse.ArgumentParser) -> None:
     p.add_argument("source", help="a UTF-8 text file, or a corpus name: stdlib (offline) or shakespeare_char")
     p.add_argument("--out", help="output directory (default: data/<source name>)")
-    p.add_argument("--tokenizer", choices=("char", "bpe"), default="char", help="tokenizer to train (default: char)")
+    p.add_argument("--tokenizer", choices=("char", "bpe"), help="tokenizer to train (default: char)")
     p.add_argument("--vocab-size", type=int, help="vocabulary size for --tokenizer bpe")
     p.add_argument("--tokenizer-file", help="reuse this tokenizer: a tokenizer.json, a training directory, or a GPT-2 "
                    "directory's vocab.json + merges.txt (to fine-tune)")
@@ -103,6 +126,9 @@ def _add_train(p: argparse.ArgumentParser) -> None:
     p.add_argument("--nproc", type=int, help="data-parallel: run N ranks through mpiexec (needs npgpt[dist]); "
                    "equals one process with grad_accum x N. Each rank gets cores/N BLAS threads unless "
                    "OMP_NUM_THREADS is set")
+    p.add_argument("--overwrite", action="store_true",
+                   help="start over in an --out-dir that holds a run (removes its checkpoints and log; without this "
+                        "a scratch run or fine-tune there is refused)")
     add_flags(p, TrainConfig)
 
 
@@ -111,7 +137,11 @@ def _run_train(args) -> int:
     from ..training.loop import config_from_cli, train  # noqa: PLC0415
 
     def run():
-        result = train(config_from_cli(args))
+        try:
+            cfg = config_from_cli(args)
+        except ValueError as e:  # TrainConfig names its fields; on the command line they are flags
+            raise ValueError(re.sub(r"TrainConfig\.(\w+)", lambda m: "--" + m[1].replace("_", "-"), str(e))) from None
+        result = train(cfg, overwrite=args.overwrite)
         return 130 if result.interrupted else 0
 
     def ranks_or_launch():
@@ -138,7 +168,8 @@ def _add_sample(p: argparse.ArgumentParser) -> None:
         return parse
 
     p.add_argument("checkpoint", help="a training directory (its best.safetensors, else ckpt.safetensors), a checkpoint "
-                                      "file, or a GPT-2 / Hugging Face directory (config.json, model.safetensors, vocab.json, merges.txt)")
+                                      "file, a GPT-2 / Hugging Face directory (config.json, model.safetensors, vocab.json, merges.txt), "
+                                      "or a Hugging Face hub name such as gpt2 (downloaded with npgpt[hf], then cached)")
     prompt = p.add_mutually_exclusive_group()
     prompt.add_argument("--prompt", help="text to continue (default: <|endoftext|> if the tokenizer has it, else a newline)")
     prompt.add_argument("--prompt-file", help="continue the text of this UTF-8 file")
@@ -155,9 +186,9 @@ def _add_sample(p: argparse.ArgumentParser) -> None:
     p.add_argument("--top-p", type=none_or(float), default=None,
                    help="keep the likeliest tokens whose probability reaches p, in (0, 1], or none (default: none)")
     p.add_argument("--repetition-penalty", type=float, default=1.0,
-                   help="> 0; above 1 makes tokens already in the text less likely (default: 1.0, none)")
+                   help="> 0; above 1 makes tokens already in the text less likely (default: 1.0, which changes nothing)")
     p.add_argument("--num-samples", type=int, default=1, help="samples, generated one after another (default: 1)")
-    p.add_argument("--seed", type=int, default=1337, help="seed of the sampling generator (default: 1337)")
+    p.add_argument("--seed", type=_seed("--seed"), default=1337, help="seed of the sampling generator, >= 0 (default: 1337)")
     p.add_argument("--eos", action="store_true", help="end a sample at the end-of-text token <|endoftext|>")
     p.add_argument("--no-cache", dest="use_cache", action="store_false",
                    help="recompute the whole context for every token instead of keeping a KV cache")
@@ -227,7 +258,7 @@ COMMANDS = {
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="npgpt", description="A GPT written from scratch on NumPy.")
+    parser = Parser(prog="npgpt", description="A GPT written from scratch on NumPy.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for name, (help_, add, _) in COMMANDS.items():

@@ -6,8 +6,11 @@
     tokenizer.json       the tokenizer that made them
     meta.json            tokenizer type and vocab size, dtype, split fraction, token counts, source, sha256 of the text
 
-Every file is written under a temporary name and renamed into place, meta.json last, so a failure
-leaves no half-written file under a real name; `TokenData` checks the .bin sizes against meta.json.
+The directory is written whole into a hidden sibling and swapped in at once (fileio.replace_dir), so a
+failure or a kill -9 at any moment leaves the old data directory or the new one, never a mix.
+`TokenData` checks every file when it opens the directory, with one line naming the file: the .bin
+sizes against meta.json, every token id against the vocabulary (one vectorised max per split),
+tokenizer.json against meta.json's type, vocab size and sha256.
 
 Named corpora (see corpora.py): `stdlib`, the Python standard library's own source (offline, the
 default), and `shakespeare_char`, Tiny Shakespeare (a path, $NPGPT_DATA, or a checked download).
@@ -22,38 +25,25 @@ import os
 import numpy as np
 
 from .corpora import KNOWN_CORPORA, load_corpus, read_text_file
-from ..fileio import fsync_dir, temp_beside
+from ..fileio import named_error, replace_dir, settle_dir, write_file
 
 META_VERSION = 1
 SPLITS = ("train", "val")
 
 
-def _write_all(out_dir: str, writers: dict) -> None:
-    """Write every file under a temporary name (fsynced), then rename them all into place.
+DATA_FILES = ("train.bin", "val.bin", "tokenizer.json", "meta.json")
 
-    A failure while writing leaves the directory as it was. The old meta.json goes first and the
-    new one is renamed last, so even a crash between renames leaves no meta.json that describes
-    files it does not match (readers refuse a directory without meta.json).
-    """
-    temps = {}
-    try:
-        for name, write in writers.items():
-            fd, tmp = temp_beside(os.path.join(out_dir, name))
-            temps[name] = tmp
-            with os.fdopen(fd, "wb") as f:
-                write(f)
-                f.flush()
-                os.fsync(f.fileno())
-        meta_path = os.path.join(out_dir, "meta.json")
-        if os.path.exists(meta_path):
-            os.unlink(meta_path)
-        for name in sorted(temps, key=lambda n: n == "meta.json"):
-            os.replace(temps[name], os.path.join(out_dir, name))
-        fsync_dir(out_dir)
-    finally:
-        for tmp in temps.values():
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+
+def _write_all(out_dir: str, files: dict) -> None:
+    """Replace the directory `out_dir` by one holding exactly `files` ({name: bytes}), as a whole
+    (fileio.replace_dir): a reader sees the old data or the new, whatever moment a kill lands. A
+    directory holding other files than a data directory's is refused before anything is written."""
+    with replace_dir(out_dir, keep_only=DATA_FILES, what="data directory") as tmp:
+        for name, payload in files.items():
+            try:
+                write_file(os.path.join(tmp, name), payload)
+            except OSError as e:  # a full disk: name the file the user asked for, not the hidden one
+                raise named_error(e, os.path.join(out_dir, name)) from None
 
 
 def token_dtype(vocab_size: int) -> np.dtype:
@@ -61,11 +51,16 @@ def token_dtype(vocab_size: int) -> np.dtype:
     return np.dtype(np.uint16) if vocab_size <= 65536 else np.dtype(np.uint32)
 
 
-def _make_tokenizer(text: str, tokenizer: str, vocab_size: int | None, tokenizer_file: str | None):
+def _make_tokenizer(text: str, tokenizer: str | None, vocab_size: int | None, tokenizer_file: str | None):
     from ..tokenizers.base import load_tokenizer
 
     if tokenizer_file is not None:
+        given = [f for f, v in (("--tokenizer", tokenizer), ("--vocab-size", vocab_size)) if v is not None]
+        if given:
+            raise ValueError(f"--tokenizer-file reuses the tokenizer of {tokenizer_file}; {' and '.join(given)} "
+                             "describe a new one to train: give one or the other")
         return load_tokenizer(tokenizer_file)
+    tokenizer = "char" if tokenizer is None else tokenizer
     if tokenizer == "char":
         if vocab_size is not None:
             raise ValueError("--vocab-size applies to the bpe tokenizer; a char tokenizer's vocabulary is the text's characters")
@@ -85,7 +80,7 @@ def prepare(
     source: str,
     out_dir: str,
     *,
-    tokenizer: str = "char",
+    tokenizer: str | None = None,
     vocab_size: int | None = None,
     tokenizer_file: str | None = None,
     val_fraction: float = 0.1,
@@ -96,7 +91,8 @@ def prepare(
 ) -> dict:
     """Tokenize a text file or a named corpus into `out_dir`; return the meta dict written.
 
-    `source` is a path to an existing UTF-8 text file, or one of KNOWN_CORPORA. The first
+    `source` is a path to an existing UTF-8 text file, or one of KNOWN_CORPORA. `tokenizer` is
+    'char' (None: the default) or 'bpe' (with vocab_size), or `tokenizer_file` reuses a tokenizer. The first
     (1 - val_fraction) of the tokens is the train split, the rest the validation split. With
     `block_size`, both splits are checked to hold at least block_size + 1 tokens.
     """
@@ -126,13 +122,14 @@ def prepare(
         for name, arr in (("train", train_ids), ("val", val_ids)):
             _check_length(name, len(arr), block_size, source)
 
-    os.makedirs(out_dir, exist_ok=True)
+    tok_json = tok.to_json().encode("utf-8")
     meta = {
         "version": META_VERSION,
         "source": source_desc,
         "text_sha256": hashlib.sha256(text.encode("utf-8")).hexdigest(),
         "text_chars": len(text),
-        "tokenizer": {"type": tok.type_name, "vocab_size": tok.vocab_size, "file": "tokenizer.json"},
+        "tokenizer": {"type": tok.type_name, "vocab_size": tok.vocab_size, "file": "tokenizer.json",
+                      "sha256": hashlib.sha256(tok_json).hexdigest()},
         "vocab_size": tok.vocab_size,
         "dtype": dtype.name,
         "val_fraction": val_fraction,
@@ -140,10 +137,10 @@ def prepare(
         "val_tokens": int(len(val_ids)),
     }
     _write_all(out_dir, {
-        "train.bin": lambda f: f.write(train_ids.astype(dtype).tobytes()),
-        "val.bin": lambda f: f.write(val_ids.astype(dtype).tobytes()),
-        "tokenizer.json": lambda f: f.write(tok.to_json().encode("utf-8")),
-        "meta.json": lambda f: f.write(json.dumps(meta, indent=1).encode("utf-8")),
+        "train.bin": train_ids.astype(dtype).tobytes(),
+        "val.bin": val_ids.astype(dtype).tobytes(),
+        "tokenizer.json": tok_json,
+        "meta.json": json.dumps(meta, indent=1).encode("utf-8"),
     })
     log(f"prepared {source_desc}: {meta['text_chars']:,} characters -> {n:,} tokens "
         f"({meta['train_tokens']:,} train, {meta['val_tokens']:,} val), {tok.type_name} tokenizer, "
@@ -157,6 +154,26 @@ def _check_length(split: str, n_tokens: int, block_size: int, where: str) -> Non
             f"{where}: the {split} split has {n_tokens} tokens, but block_size {block_size} needs at least "
             f"{block_size + 1} (one block plus its next-token target); use a longer text or a smaller block_size"
         )
+
+
+def _inode(path: str):
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def _check_ids(arr: np.ndarray, vocab_size: int, path: str) -> None:
+    """ValueError naming the file, the first bad position and the id when an id is >= vocab_size
+    (one vectorised max over the split, in chunks so a large memmap is not paged in twice)."""
+    chunk = 1 << 24
+    for start in range(0, len(arr), chunk):
+        part = arr[start:start + chunk]
+        if int(part.max()) >= vocab_size:
+            at = start + int(np.argmax(part >= vocab_size))
+            raise ValueError(f"{path}: token id {int(arr[at])} at position {at:,} is outside the vocabulary of "
+                             f"{vocab_size} (meta.json); the file is not what `npgpt prepare` wrote: run it again")
 
 
 def sample_batch(tokens: np.ndarray, batch_size: int, block_size: int, generator: np.random.Generator):
@@ -176,11 +193,27 @@ def sample_batch(tokens: np.ndarray, batch_size: int, block_size: int, generator
 
 
 class TokenData:
-    """A prepared data directory: `train` and `val` token memmaps, `meta`, and its tokenizer."""
+    """A prepared data directory: `train` and `val` token memmaps, `meta`, and its tokenizer.
+
+    Every file is checked here, each problem one ValueError naming the file (see the module
+    docstring). The directory is read as one set: if it was replaced while being read (its inode
+    changed), it is read again.
+    """
 
     def __init__(self, data_dir: str):
         self.data_dir = data_dir
+        for _ in range(3):
+            before = _inode(data_dir)
+            self._open(data_dir)
+            if _inode(data_dir) == before:
+                return
+        raise ValueError(f"{data_dir}: replaced three times while being read; is a `npgpt prepare` writing it?")
+
+    def _open(self, data_dir: str) -> None:
+        settle_dir(data_dir)
         meta_path = os.path.join(data_dir, "meta.json")
+        if not os.path.isdir(data_dir):
+            raise ValueError(f"{data_dir}: no such data directory; make it with `npgpt prepare SOURCE --out {data_dir}`")
         if not os.path.isfile(meta_path):
             raise ValueError(f"{data_dir}: no meta.json here; make the data directory with `npgpt prepare SOURCE --out {data_dir}`")
         try:
@@ -188,8 +221,13 @@ class TokenData:
                 self.meta = json.load(f)
             dtype = np.dtype(self.meta["dtype"])
             counts = {s: int(self.meta[f"{s}_tokens"]) for s in SPLITS}
-        except (ValueError, KeyError, TypeError) as e:
+            vocab = int(self.meta["vocab_size"])
+            if dtype not in (np.dtype(np.uint16), np.dtype(np.uint32)) or min(counts.values()) < 0 or vocab < 1:
+                raise ValueError(f"dtype {dtype.name}, token counts {counts}, vocab_size {vocab}")
+        except (ValueError, KeyError, TypeError, AttributeError) as e:
             raise ValueError(f"{meta_path}: not a valid npgpt meta.json ({e})") from e
+        if vocab > np.iinfo(dtype).max + 1:
+            raise ValueError(f"{meta_path}: vocab_size {vocab} does not fit its dtype {dtype.name}")
         self._arrays = {}
         for split in SPLITS:
             path = os.path.join(data_dir, f"{split}.bin")
@@ -199,8 +237,30 @@ class TokenData:
                     f"{path}: expected {counts[split]} {dtype.name} tokens ({counts[split] * dtype.itemsize} bytes) "
                     f"per meta.json, found {'no file' if size is None else f'{size} bytes'}; run `npgpt prepare` again"
                 )
-            self._arrays[split] = np.memmap(path, dtype=dtype, mode="r", shape=(counts[split],)) if counts[split] else np.zeros(0, dtype)
-        self._tokenizer = None
+            arr = np.memmap(path, dtype=dtype, mode="r", shape=(counts[split],)) if counts[split] else np.zeros(0, dtype)
+            _check_ids(arr, vocab, path)
+            self._arrays[split] = arr
+        self._tokenizer = self._check_tokenizer()
+
+    def _check_tokenizer(self):
+        """tokenizer.json, checked against meta.json (sha256 when meta.json has it, type and vocab size)."""
+        from ..tokenizers.base import load_tokenizer  # noqa: PLC0415
+
+        path = os.path.join(self.data_dir, "tokenizer.json")
+        if not os.path.isfile(path):
+            raise ValueError(f"{path}: missing; the data directory's tokenizer is part of it: run `npgpt prepare` again")
+        want = self.meta.get("tokenizer") if isinstance(self.meta.get("tokenizer"), dict) else {}
+        with open(path, "rb") as f:
+            raw = f.read()
+        if want.get("sha256") and hashlib.sha256(raw).hexdigest() != want["sha256"]:
+            raise ValueError(f"{path}: not the tokenizer these tokens were made with (its sha256 differs from "
+                             "meta.json's); put the original back or run `npgpt prepare` again")
+        tok = load_tokenizer(path)
+        if tok.vocab_size != self.vocab_size or (want.get("type") and want["type"] != tok.type_name):
+            raise ValueError(f"{path}: a {tok.type_name} tokenizer of vocab {tok.vocab_size}, but meta.json says the tokens "
+                             f"were made by a {want.get('type', '?')} tokenizer of vocab {self.vocab_size}; put the "
+                             "original back or run `npgpt prepare` again")
+        return tok
 
     @property
     def train(self) -> np.ndarray:
@@ -216,11 +276,7 @@ class TokenData:
 
     @property
     def tokenizer(self):
-        """The tokenizer saved beside the data (loaded on first use)."""
-        if self._tokenizer is None:
-            from ..tokenizers.base import load_tokenizer
-
-            self._tokenizer = load_tokenizer(os.path.join(self.data_dir, "tokenizer.json"))
+        """The tokenizer saved beside the data (checked against meta.json when the directory was opened)."""
         return self._tokenizer
 
     def check_block_size(self, block_size: int) -> None:

@@ -31,6 +31,15 @@ def is_pretrained_dir(path) -> bool:
     return bool(inside) and HF_CONFIG in inside and not {BEST, LATEST} & inside
 
 
+def _hub_name(path: str) -> bool:
+    """A name that is no local path and reads as a Hugging Face hub name ('gpt2', 'openai-community/gpt2'):
+    from_pretrained downloads it, or says why it cannot (offline, huggingface_hub missing)."""
+    from ..models.hf import HUB_NAME  # noqa: PLC0415
+
+    first = path.split("/")[0]  # out/typo is a path under ./out, not the hub's owner "out"
+    return not os.path.lexists(path) and not os.path.lexists(first) and bool(HUB_NAME.fullmatch(path)) and ".." not in path
+
+
 def load_model(path, dtype="float32", device=None, seed: int = 0, **overrides):
     """(model, tokenizer) from an npgpt checkpoint file or training directory, or a GPT-2 directory.
 
@@ -38,7 +47,7 @@ def load_model(path, dtype="float32", device=None, seed: int = 0, **overrides):
     generator. The tokenizer is None for a GPT-2 directory without vocab.json and merges.txt.
     """
     path = os.fspath(path)
-    if not is_pretrained_dir(path):
+    if not is_pretrained_dir(path) and not _hub_name(path):
         ckpt = load_checkpoint(path)
         return model_from_checkpoint(ckpt, dtype, device, seed, **overrides), ckpt.load_tokenizer()
     dropout = overrides.pop("dropout", None)

@@ -51,7 +51,8 @@ HUB_FILES = ["config.json", "*.safetensors", "model.safetensors.index.json", "vo
 def config_from_hf(d: dict, where: str, dropout: float | None = None) -> GPTConfig:
     """The GPTConfig of a GPT-2 config.json's dict; ValueError naming `where` and the key otherwise.
 
-    dropout: None takes the config's (resid_pdrop = embd_pdrop = attn_pdrop, npgpt has one rate).
+    dropout: None takes the config's resid_pdrop (npgpt has one rate; where embd_pdrop or attn_pdrop
+    differ they are not used: dropout is off when sampling, and fine-tuning passes its --dropout).
     """
     if not isinstance(d, dict):
         raise ValueError(f"{where}: expected a JSON object")
@@ -74,12 +75,8 @@ def config_from_hf(d: dict, where: str, dropout: float | None = None) -> GPTConf
     if bad:
         raise ValueError(f"{where}: npgpt cannot run {', '.join(f'{k}={g[k]!r}' for k in bad)} (it runs GPT-2's "
                          "layout: attention scaled by 1/sqrt(head size), no cross-attention)")
-    if dropout is None:
-        rates = {g[k] for k in ("resid_pdrop", "embd_pdrop", "attn_pdrop")}
-        if len(rates) != 1:
-            raise ValueError(f"{where}: resid_pdrop, embd_pdrop and attn_pdrop differ ({sorted(rates)}); npgpt has "
-                             "one dropout rate: pass dropout= to from_pretrained")
-        dropout = rates.pop()
+    if dropout is None:  # npgpt has one rate; the three differ in some configs (sampling ignores dropout)
+        dropout = g["resid_pdrop"]
     try:
         return GPTConfig(vocab_size=g["vocab_size"], block_size=g["n_positions"], n_layer=g["n_layer"],
                          n_head=g["n_head"], n_embd=g["n_embd"], intermediate_size=g.get("n_inner"),
@@ -140,6 +137,10 @@ def state_from_hf(tensors: dict, config: GPTConfig, where: str) -> dict:
 def resolve_dir(path_or_name) -> str:
     """A local GPT-2 directory, or a hub name downloaded through huggingface_hub (see download)."""
     p = os.fspath(path_or_name)
+    if not os.path.lexists(p):
+        from ..fileio import settle_dir  # noqa: PLC0415 - undo an export's swap that a kill cut in half
+
+        settle_dir(p)
     if os.path.isdir(p):
         return p
     if os.path.exists(p):
@@ -168,7 +169,7 @@ def download(name: str) -> str:
     except Exception as e:  # huggingface_hub raises many types: offline, not found, gated, HTTP
         offline = getattr(getattr(huggingface_hub, "constants", None), "HF_HUB_OFFLINE", False)
         why = ("HF_HUB_OFFLINE is set, so nothing can be downloaded, and it is not in the local cache" if offline
-               else f"{type(e).__name__}: {e}")
+               else f"{type(e).__name__}: {' '.join(str(e).split())}")  # one line
         raise RuntimeError(f"cannot download {name!r} from the Hugging Face hub ({why}); {name!r} is not a local "
                            "directory either: download it while online, or pass the path of a GPT-2 directory") from None
     return folder
@@ -231,11 +232,27 @@ def save_pretrained(model, path, tokenizer=None) -> list[str]:
     return write_files(path, files)
 
 
+EXPORT_FILE = re.compile(r"config\.json|generation_config\.json|model(-\d+-of-\d+)?\.safetensors|"
+                         r"model\.safetensors\.index\.json|pytorch_model[\w.-]*\.bin(\.index\.json)?|vocab\.json|"
+                         r"merges\.txt|tokenizer(_config)?\.json|special_tokens_map\.json|added_tokens\.json")
+
+
 def export_checkpoint(checkpoint: str, out_dir: str, tokenizer: bool = True, dtype: str | None = None, log=print) -> list[str]:
-    """`npgpt export`: an npgpt checkpoint (file or training directory) as a GPT-2 directory."""
+    """`npgpt export`: an npgpt checkpoint (file or training directory) as a GPT-2 directory.
+
+    out_dir is replaced as a whole (fileio.replace_dir): a kill at any moment leaves the old export
+    or the new one, and no file of an older export stays beside the new weights. A directory that
+    holds files a GPT-2 directory would not (a training run, a user's own) is refused.
+    """
+    from ..fileio import replace_dir  # noqa: PLC0415
     from ..training.checkpoint import load_checkpoint  # noqa: PLC0415
+    from ..generation.loading import is_pretrained_dir  # noqa: PLC0415
     from ..training.start import model_from_checkpoint  # noqa: PLC0415
 
+    if is_pretrained_dir(checkpoint):
+        raise ValueError(f"{checkpoint}: a GPT-2 / Hugging Face directory already (it holds config.json), not an npgpt "
+                         f"checkpoint; export writes a training run's checkpoint in that form. Sample it with `npgpt "
+                         f"sample {checkpoint}`, or fine-tune from it with `npgpt train --init-from {checkpoint}`")
     ckpt = load_checkpoint(checkpoint)
     if dtype is None:  # as trained
         dtype = str(next(iter(ckpt.model_state.values())).dtype)
@@ -243,7 +260,10 @@ def export_checkpoint(checkpoint: str, out_dir: str, tokenizer: bool = True, dty
     if tok is not None and tok.type_name != "bpe":
         raise ValueError(f"{ckpt.path} was trained with a {tok.type_name} tokenizer, which a GPT-2 directory cannot "
                          "hold (it holds a byte-level BPE tokenizer); export the weights alone with --no-tokenizer")
-    written = model_from_checkpoint(ckpt, dtype=dtype).save_pretrained(out_dir, tokenizer=tok)
-    log(f"exported {ckpt.path} (step {ckpt.iter_num}) as a GPT-2 directory: {', '.join(os.path.basename(w) for w in written)} "
+    model = model_from_checkpoint(ckpt, dtype=dtype)
+    with replace_dir(out_dir, keep_only=EXPORT_FILE.fullmatch, what="GPT-2 export") as tmp:
+        names = [os.path.basename(w) for w in model.save_pretrained(tmp, tokenizer=tok)]
+    written = [os.path.join(out_dir, n) for n in names]
+    log(f"exported {ckpt.path} (step {ckpt.iter_num}) as a GPT-2 directory: {', '.join(names)} "
         f"-> {out_dir}" + ("" if tok is not None else " (no tokenizer)"))
     return written

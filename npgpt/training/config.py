@@ -62,7 +62,7 @@ class TrainConfig:
         for name in ("eval_interval", "eval_iters", "log_interval", "batch_size", "grad_accum"):
             if getattr(self, name) < 1:
                 raise ValueError(f"TrainConfig.{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("max_iters", "warmup_iters"):
+        for name in ("max_iters", "warmup_iters", "seed"):
             if getattr(self, name) < 0:
                 raise ValueError(f"TrainConfig.{name} must be >= 0, got {getattr(self, name)}")
         if not (self.lr > 0 and 0 <= self.min_lr <= self.lr):

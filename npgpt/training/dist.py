@@ -257,6 +257,8 @@ def launch(nproc: int, argv: list[str]) -> int:
 
     Each rank's BLAS gets cores / nproc threads unless OMP_NUM_THREADS (or OPENBLAS_ / MKL_) is set.
     Ctrl-C (and SIGTERM, SIGHUP) reach the ranks through mpiexec as Ctrl-C: they stop after the step.
+    A second one ends mpiexec and the ranks at once (SIGKILL to its process group) and returns 130,
+    with one line instead of MPICH's page about killed ranks.
     """
     if nproc < 1:
         raise ValueError(f"--nproc must be >= 1, got {nproc}")
@@ -269,17 +271,39 @@ def launch(nproc: int, argv: list[str]) -> int:
     # stop after the step and save; a second one ends them at once. SIGTERM and SIGHUP become Ctrl-C
     # too, since mpiexec itself would just exit on them and leave the ranks running.
     proc = subprocess.Popen(cmd, env=env, start_new_session=True)
+    heard = []
+
+    def forward(*_):
+        heard.append(1)
+        if len(heard) == 1:
+            proc.send_signal(signal.SIGINT)
+        else:  # "stop now": end mpiexec and the ranks at once, before MPICH can print its page about it
+            _kill_session(proc)
+
     stop = (signal.SIGINT, signal.SIGTERM) + ((signal.SIGHUP,) if hasattr(signal, "SIGHUP") else ())
-    forward = {s: signal.signal(s, lambda *_: proc.send_signal(signal.SIGINT)) for s in stop} if _main_thread() else {}
+    old = {s: signal.signal(s, forward) for s in stop} if _main_thread() else {}
     try:
         code = proc.wait()
     except BaseException:
         proc.send_signal(signal.SIGINT)
         raise
     finally:
-        for s, old in forward.items():
-            signal.signal(s, old)
+        for s, handler in old.items():
+            signal.signal(s, handler)
+    if len(heard) > 1:
+        _kill_session(proc)  # any rank still alive
+        print("npgpt train: interrupted again: stopped at once (the checkpoints hold the last saved state)",
+              file=sys.stderr)
+        return 130
     return 128 - code if code < 0 else code  # killed by signal k: 128 + k, as a shell reports it
+
+
+def _kill_session(proc) -> None:
+    """SIGKILL mpiexec's process group (itself, its proxies and the ranks it started)."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
 
 
 def _main_thread() -> bool:

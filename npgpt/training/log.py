@@ -12,7 +12,7 @@ import os
 import sys
 import time
 
-from ..fileio import atomic_file
+from ..fileio import atomic_file, named_error
 
 
 class TrainLog:
@@ -20,13 +20,19 @@ class TrainLog:
 
     def __init__(self, path: str, append: bool):
         self.path = path
-        self._f = open(path, "a" if append else "w", encoding="utf-8")
+        try:
+            self._f = open(path, "a" if append else "w", encoding="utf-8")
+        except OSError as e:
+            raise named_error(e, path) from None
 
     def write(self, record: dict) -> None:
         """One record as strict JSON: a NaN or infinite number (a diverged loss) is written as null."""
         record = {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in record.items()}
-        self._f.write(json.dumps({**record, "time": time.time()}, allow_nan=False) + "\n")
-        self._f.flush()
+        try:
+            self._f.write(json.dumps({**record, "time": time.time()}, allow_nan=False) + "\n")
+            self._f.flush()
+        except OSError as e:  # a full disk: say which file
+            raise named_error(e, self.path) from None
 
     def close(self) -> None:
         self._f.close()

@@ -53,15 +53,71 @@ class TrainResult:
     config: TrainConfig
 
 
-def train(cfg: TrainConfig, log=print) -> TrainResult:
+RUN_FILES = (LATEST, BEST, "log.jsonl", "loss.png", "tokenizer.json")  # what a run writes into out_dir
+
+
+def _absolute_paths(cfg: TrainConfig) -> TrainConfig:
+    """cfg with data_dir (and init_from, when it is a path) made absolute, so the train config a
+    checkpoint stores resolves from any working directory. out_dir stays as given: a resume always
+    takes it from --out-dir."""
+    init = cfg.init_from
+    if init not in ("scratch", "resume") and os.path.exists(init):
+        init = os.path.abspath(init)
+    return dataclasses.replace(cfg, data_dir=os.path.abspath(cfg.data_dir), init_from=init)
+
+
+def _check_out_dir(cfg: TrainConfig, overwrite: bool, main: bool, log) -> None:
+    """Refuse a scratch run or a fine-tune into a directory that holds a run's checkpoints, unless
+    `overwrite` (which removes the old run's files first: nothing of it is kept or mixed in)."""
+    resume = cfg.init_from == "resume"
+    if overwrite and resume:
+        raise ValueError("--overwrite starts over and keeps nothing, --init-from resume continues the run in "
+                         f"{cfg.out_dir}: give one or the other")
+    held = [n for n in (LATEST, BEST) if os.path.isfile(os.path.join(cfg.out_dir, n))]
+    if resume or not held:
+        return
+    if not overwrite:
+        raise ValueError(f"{cfg.out_dir} already holds a training run ({', '.join(held)}), which a new run would "
+                         f"replace: continue it with --init-from resume --out-dir {cfg.out_dir}, train into a new "
+                         "--out-dir, or pass --overwrite to start over there (nothing of the old run is kept)")
+    if main:
+        for name in RUN_FILES:  # checkpoints first: a kill midway leaves a run that is still refused
+            path = os.path.join(cfg.out_dir, name)
+            if os.path.isfile(path):
+                os.unlink(path)
+        log(f"--overwrite: removed the old run's files from {cfg.out_dir}")
+
+
+def _note_batch_change(cfg: TrainConfig, ckpt, world, log) -> None:
+    """On resume, say whether a step still holds as many sequences as the checkpoint's steps did
+    (a 2-rank run resumed in one process: resume_config doubles grad_accum to keep the batch)."""
+    saved = ckpt.train_config
+    ranks = saved.get("ranks")
+    if not isinstance(ranks, int):
+        return
+    before = saved.get("batch_size", 0) * saved.get("grad_accum", 0) * ranks
+    after = cfg.batch_size * cfg.grad_accum * world.size
+    how = f"{ranks} rank(s) x grad_accum {saved.get('grad_accum')} -> {world.size} x grad_accum {cfg.grad_accum}"
+    if before != after:
+        log(f"note: the checkpoint's steps took {before} sequences, this run's take {after} ({how}): "
+            "the batch changes from here; --grad-accum sets it")
+    elif ranks != world.size:
+        log(f"resuming a {ranks}-rank run in {world.size} process(es): {how} keeps the batch of {after} sequences")
+
+
+def train(cfg: TrainConfig, log=print, *, overwrite: bool = False) -> TrainResult:
     """Train as cfg says; see the module docstring. Raises TrainingDiverged on a non-finite loss.
 
-    Started under MPI with N > 1 ranks (see dist.py), this is one rank of a data-parallel run that
-    equals one process with grad_accum x N (see trainstep.py); rank 0 alone prints and writes files.
+    A scratch run or fine-tune into an out_dir that holds checkpoints is refused (ValueError) unless
+    `overwrite`, which first removes the old run's files. Started under MPI with N > 1 ranks (see
+    dist.py), this is one rank of a data-parallel run that equals one process with grad_accum x N
+    (see trainstep.py); rank 0 alone prints and writes files.
     """
     world = dist.world()
     main = world.rank == 0
     log = log if main else (lambda *a, **k: None)
+    cfg = _absolute_paths(cfg)
+    _check_out_dir(cfg, overwrite, main, log)
     if cfg.device == "cuda" and world.size > 1:
         select_cuda_device(world.local_rank)
     if cfg.device == "cpu":
@@ -79,13 +135,15 @@ def train(cfg: TrainConfig, log=print) -> TrainResult:
         batch_gen.bit_generator.state = ckpt.rng["batches"]
         model.dropout_generator.bit_generator.state = ckpt.rng["dropout"]
         it, best = ckpt.iter_num, ckpt.best_val_loss
+        _note_batch_change(cfg, ckpt, world, log)
     refuse_mismatch(world, cfg, data, model, batch_gen, it)  # also: every rank has read the checkpoint
     if main:
         os.makedirs(cfg.out_dir, exist_ok=True)
         data.tokenizer.save(os.path.join(cfg.out_dir, "tokenizer.json"))
-    tlog = TrainLog(os.path.join(cfg.out_dir, "log.jsonl"), append=cfg.init_from == "resume") if main else NoLog()
-    tlog.write({"event": "start", "iter": it, "config": cfg.to_dict(), "model": cfg.model.to_dict(),
-                "params": model.num_params(),
+    # append: after --overwrite there is no old log; otherwise an old log (of a run that left no
+    # checkpoint) is kept, and its records before this run's "start" are superseded (plot_losses)
+    tlog = TrainLog(os.path.join(cfg.out_dir, "log.jsonl"), append=True) if main else NoLog()
+    tlog.write({"event": "start", "iter": it, "config": dataclasses.asdict(cfg), "params": model.num_params(),
                 "ranks": world.size})
     log(f"{model.num_params():,} parameters, {data.vocab_size} tokens in the vocabulary, "
         f"{len(data.train):,} train / {len(data.val):,} val tokens, steps {it} -> {cfg.max_iters}"
@@ -106,7 +164,8 @@ def train(cfg: TrainConfig, log=print) -> TrainResult:
             return
         rng = {"batches": batch_gen.bit_generator.state, "dropout": model.dropout_generator.bit_generator.state}
         save_checkpoint(os.path.join(cfg.out_dir, name), model=model, optimizer=optimizer, iter_num=it,
-                        best_val_loss=best, train_config=cfg, rng=rng, tokenizer=data.tokenizer)
+                        best_val_loss=best, train_config={**cfg.to_dict(), "ranks": world.size}, rng=rng,
+                        tokenizer=data.tokenizer)
 
     params = model.parameters()
     sum_gradients = dist.GradientSum(params, world) if world.size > 1 else None
@@ -172,6 +231,12 @@ def resume_config(out_dir: str, given: dict) -> TrainConfig:
     ckpt = load_checkpoint(out_dir, prefer=LATEST)
     train_given, model_given = split_values(given)
     saved = {k: v for k, v in ckpt.train_config.items() if k in TrainConfig.__dataclass_fields__ and k != "model"}
+    if "data_dir" not in given and not os.path.isdir(saved.get("data_dir", "")):
+        raise ValueError(f"resume: {ckpt.path} was trained on the data directory {saved.get('data_dir')!r}, which is "
+                         "not there now (moved, or a relative path from another working directory): pass --data-dir DIR")
+    ranks, size = ckpt.train_config.get("ranks"), dist.world().size
+    if "grad_accum" not in given and isinstance(ranks, int) and ranks != size and saved["grad_accum"] * ranks % size == 0:
+        saved["grad_accum"] = saved["grad_accum"] * ranks // size  # the same sequences per step (see _note_batch_change)
     model = {**ckpt.model_config, **model_given}
     changed = sorted(k for k, v in model_given.items() if k != "dropout" and ckpt.model_config.get(k) != v)
     if changed:
@@ -191,6 +256,6 @@ def config_from_cli(args) -> TrainConfig:
     if "model" in given:  # a [model] table: its fields join the flat ones
         given = {**given.pop("model"), **given}
     given.update(flag_values(args, TrainConfig))
-    if given.get("init_from") == "resume":
+    if given.get("init_from") == "resume" and not getattr(args, "overwrite", False):  # train() refuses the pair
         return resume_config(given.get("out_dir", TrainConfig.out_dir), given)
     return TrainConfig.from_values(given, arch=getattr(args, "arch", None))

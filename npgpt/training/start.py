@@ -53,7 +53,8 @@ def finetune_start(path: str, data_tokenizer, dtype="float32", device=None, seed
                          f"tokenizer: {how}")
     c = model.config
     log(f"fine-tuning from the Hugging Face directory {path} ({c.n_layer} layers, {c.n_head} heads, n_embd "
-        f"{c.n_embd}, block_size {c.block_size}, vocab {c.vocab_size})")
+        f"{c.n_embd}, block_size {c.block_size}, vocab {c.vocab_size}; dropout {dropout} everywhere, from --dropout, "
+        "not config.json's resid/embd/attn_pdrop)")
     return model.train()
 
 

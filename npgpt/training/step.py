@@ -194,9 +194,12 @@ class StepReadings:
         for (step, lr, _, _), (loss, norm) in zip(steps, host):
             if not (np.isfinite(loss) and np.isfinite(norm)):
                 what = f"loss {loss}" if not np.isfinite(loss) else f"gradient norm {norm}"
+                saved = any(os.path.isfile(os.path.join(self.out_dir, n)) for n in ("ckpt.safetensors", "best.safetensors"))
+                files = (f"the checkpoints in {self.out_dir} hold the last good state" if saved else
+                         f"it had saved no checkpoint yet, so {self.out_dir} holds none")
                 raise TrainingDiverged(
-                    f"{what} at step {step} (lr {lr:.3g}): training stopped; the checkpoints in {self.out_dir} hold "
-                    "the last good state. Try a lower --lr, a --grad-clip, or --dtype float64", step, float(loss), float(norm))
+                    f"{what} at step {step} (lr {lr:.3g}): training stopped; {files}. Try a lower --lr, a "
+                    "--grad-clip, or --dtype float64", step, float(loss), float(norm))
         return float(host[-1, 0]), float(host[-1, 1])
 
 
