@@ -133,7 +133,10 @@ def scatter_add(target, indices, values) -> None:
     char vocabulary; not GPT-2's 50,257) go through `_scatter_add_sorted` instead.
     """
     xp = get_xp(target)
-    if xp is np and values.ndim == 2 and indices.ndim == 1 and 0 < target.shape[0] <= indices.size:
+    rows = xp is np and isinstance(indices, np.ndarray) and indices.ndim == 1 and indices.dtype.kind in "iu"
+    rows = (rows and getattr(values, "shape", ())[:1] == indices.shape and values.ndim == target.ndim == 2
+            and 0 < target.shape[0] <= indices.size)
+    if rows and indices.min() >= 0:  # a negative index and its positive twin would be two runs of one row
         _scatter_add_sorted(target, indices, values)
     else:
         xp.add.at(target, indices, values)
