@@ -1,37 +1,47 @@
-"""npgpt vs a nanoGPT-style PyTorch GPT: training step, eval forward and peak memory, side by side.
+"""npgpt vs a nanoGPT-style PyTorch GPT: training step, eval forward, where npgpt's time goes, peak memory.
 
 The baseline is reference/nanogpt.py (SDPA attention, F.gelu, F.layer_norm, F.cross_entropy,
-torch.optim.AdamW), loaded with npgpt's weights. Per config, in float32:
+torch.optim.AdamW): the model nanoGPT's users run, loaded with npgpt's weights. Per config:
   train step = zero_grad, forward with targets, backward, clip_grad_norm(1.0), AdamW step
                (npgpt.optim's AdamW vs torch.optim.AdamW, nanoGPT's groups, the same hyperparameters)
   eval fwd   = forward with targets in eval mode under no_grad (what estimate_loss runs)
-Each framework runs at 1 and at 2 threads (BLAS and torch intra-op threads, and npgpt's pool), all
-four (framework, threads) pairs alternating step by step, so a busy machine slows all alike. The
-ratio is PyTorch's best median time over npgpt's best median time (> 1: npgpt is faster).
+
+Each framework runs in a process of its own (a child of this script, `--child`), at 1 and then at
+2 threads (BLAS, torch's intra-op pool, npgpt's pool), so neither library's threads spin while the
+other works. The processes alternate, npgpt, torch, npgpt, torch, ... (`--rounds`), so a busy
+machine slows both alike; a cell is the best over rounds of each process's median step. Ratios
+(PyTorch's time over npgpt's: > 1 means npgpt is faster) come last.
 
 FLOP per training step = tokens * (6 N + 12 L C T): N the parameters taking part in matmuls (all
 but wpe), 12 L C T for attention's two T x T products over the full square (nanoGPT's estimate_mfu).
 An eval forward counts a third of that. "of peak" divides achieved FLOP/s by the best FLOP/s of a
-2048^3 float32 NumPy matmul measured in the same run.
+2048^3 float32 NumPy matmul at any thread count, measured in the same run (before and after the
+races). "2nd core" is a framework's 1-thread time over its 2-thread time.
+
+Breakdown: one more npgpt process per thread count times every Function subclass's forward and
+backward (a timer wrapped around them by this script only; npgpt itself carries none), plus
+clip_grad_norm and AdamW's step; "rest" is the step minus all of those (graph walk, Python).
 
 Peak memory: each framework in a fresh process of its own (bench/peak_memory.py) builds the model,
-resets the kernel's peak-RSS mark (/proc/self/clear_refs; else it takes ru_maxrss), runs 3 training
-steps, and reports peak RSS minus the RSS after building the model.
+resets the kernel's peak-RSS mark, runs 3 training steps, and reports peak RSS minus the RSS after
+building the model.
 
-    python bench/bench_train.py                       # small and baby (~4 min on 2 idle cores)
-    python bench/bench_train.py --config small --steps 20 --threads 2
+    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python bench/bench_train.py   # ~8 min on 2 idle cores
+    python bench/bench_train.py --config small --steps 20 --dtypes float32
     python bench/bench_train.py --device cuda         # PyTorch on CUDA vs npgpt on CuPy
     python bench/bench_train.py --profile             # cProfile one npgpt train step and eval forward
 
-For benchmarking, OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE (set on some machines for old OpenBLAS
-builds) should be unset for this command alone; the header prints the BLAS kernel actually in use.
+OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE (set on some machines for old OpenBLAS builds) should be
+unset for this command alone; the header prints the BLAS kernel actually in use (threadpoolctl).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
+import subprocess
 import sys
 import time
 
@@ -57,21 +67,17 @@ HYPER = dict(lr=1e-3, weight_decay=0.1, betas=(0.9, 0.99))
 
 # --- threads ----------------------------------------------------------------------------------
 def blas_info() -> str:
-    """Which BLAS kernel NumPy runs (OpenBLAS's corename) and its default thread count."""
-    import ctypes  # noqa: PLC0415
-    import glob  # noqa: PLC0415
-
-    core = "unknown"
-    for lib in glob.glob(os.path.join(os.path.dirname(np.__file__), "..", "numpy.libs", "*openblas*")):
-        dll = ctypes.CDLL(lib)
-        fn = next((getattr(dll, n) for n in ("scipy_openblas_get_corename64_", "openblas_get_corename")
-                   if hasattr(dll, n)), None)
-        if fn is not None:
-            fn.restype = ctypes.c_char_p
-            core = fn().decode()
+    """Which BLAS NumPy runs, its kernel (OpenBLAS's corename, via threadpoolctl) and thread count."""
+    try:
+        from threadpoolctl import threadpool_info  # noqa: PLC0415
+    except ImportError:
+        info = []
+    else:
+        info = [d for d in threadpool_info() if d.get("user_api") == "blas" and "numpy" in d.get("filepath", "")]
+    kernel = ", ".join(f"{d.get('internal_api')} {d.get('version')} kernel {d.get('architecture')}" for d in info) or "unknown"
     env = {k: os.environ[k] for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE") if k in os.environ}
-    return (f"NumPy {np.__version__}, OpenBLAS kernel {core}, {parallel.blas_threads()} threads by default, "
-            f"env {env or 'clean'}")
+    return (f"NumPy {np.__version__}, {kernel}, {parallel.blas_threads()} threads by default, "
+            f"OpenBLAS env {env or 'clean'}")
 
 
 def set_threads(n: int | None) -> None:
@@ -87,13 +93,17 @@ def set_threads(n: int | None) -> None:
 def parse(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--config", choices=[*CONFIGS, "all"], default="all")
-    ap.add_argument("--steps", type=int, help="timed steps per (framework, threads) (default per config)")
-    ap.add_argument("--warmup", type=int, default=2, help="untimed steps per (framework, threads) first")
+    ap.add_argument("--steps", type=int, help="timed steps per process and thread count (default per config)")
+    ap.add_argument("--warmup", type=int, default=2, help="untimed steps first, at each thread count")
+    ap.add_argument("--rounds", type=int, default=2, help="processes per framework, alternating (default 2)")
     ap.add_argument("--threads", default="1,2", help="thread counts to try, comma-separated (default 1,2)")
+    ap.add_argument("--dtypes", default="float32,float64", help="float32 rows, and float64 train-step rows")
     ap.add_argument("--activation", choices=("gelu_tanh", "gelu"), default="gelu_tanh")
     ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     ap.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
+    ap.add_argument("--no-breakdown", action="store_true", help="skip npgpt's per-op time breakdown")
     ap.add_argument("--profile", action="store_true", help="cProfile one npgpt train step and eval forward per config")
+    ap.add_argument("--child", help=argparse.SUPPRESS)  # JSON job of one child process
     return ap.parse_args(argv)
 
 
@@ -109,18 +119,24 @@ def batches(spec: dict, n: int = 4):
 
 
 # --- the two frameworks, each as (train_step(i), eval_forward(i), sync) -----------------------
-def npgpt_runner(cfg: GPTConfig, data, device: str):
-    model = GPT(cfg, seed=0, dtype="float32", device=device)
+def npgpt_runner(cfg: GPTConfig, data, device: str, dtype: str = "float32", hooks=None):
+    from npgpt.process import keep_freed_memory  # noqa: PLC0415 - as `npgpt train` does before it trains
+
+    keep_freed_memory()
+    model = GPT(cfg, seed=0, dtype=dtype, device=device)
     opt = configure_optimizer(model, **HYPER)
     params = model.parameters()
+    clip, step = clip_grad_norm, opt.step
+    if hooks is not None:  # the breakdown's timers around the two calls outside the graph
+        clip, step = hooks("clip_grad_norm", clip_grad_norm), hooks("AdamW.step", opt.step)
 
     def train_step(i):
         x, y = data[i % len(data)]
         opt.zero_grad()
         _, loss = model(x, y)
         loss.backward()
-        clip_grad_norm(params, 1.0)
-        opt.step()
+        clip(params, 1.0)
+        step()
         return loss
 
     def eval_forward(i):
@@ -140,12 +156,12 @@ def npgpt_runner(cfg: GPTConfig, data, device: str):
     return model, train_step, eval_forward, sync
 
 
-def torch_runner(cfg: GPTConfig, data, device: str, weights):
+def torch_runner(cfg: GPTConfig, data, device: str, weights, dtype: str = "float32"):
     import torch  # noqa: PLC0415
 
     from reference.nanogpt import NanoGPT, configure_optimizer as torch_optimizer  # noqa: PLC0415
 
-    model = NanoGPT(cfg, dtype=torch.float32, device=device)
+    model = NanoGPT(cfg, dtype=getattr(torch, dtype), device=device)
     model.load_from_npgpt(weights)
     opt = torch_optimizer(model, **HYPER)
     tdata = [(torch.from_numpy(x).to(device), torch.from_numpy(y).to(device)) for x, y in data]
@@ -197,59 +213,164 @@ def _timed(fn, sync=None) -> float:
     return time.perf_counter() - t0
 
 
-def race(runners: dict, which: int, steps: int, warmup: int, threads: list) -> dict:
-    """Median seconds per (framework, threads) for runners[fw][which] (1: train step, 2: eval forward)."""
-    times = {(fw, th): [] for fw in runners for th in threads}
-    for i in range(warmup + steps):
-        for th in threads:
-            for fw, r in runners.items():
-                set_threads(th)
-                dt = _timed(lambda: r[which](i), r[3])
-                if i >= warmup:
-                    times[(fw, th)].append(dt)
-    return {k: statistics.median(v) for k, v in times.items()}
-
-
-def flops_per_step(model: GPT, cfg: GPTConfig, B: int, T: int) -> float:
-    n_mm = model.num_params() - (cfg.block_size * cfg.n_embd if cfg.pos_encoding == "learned" else 0)
+def flops_per_step(n_params: int, cfg: GPTConfig, B: int, T: int) -> float:
+    n_mm = n_params - (cfg.block_size * cfg.n_embd if cfg.pos_encoding == "learned" else 0)
     return B * T * (6 * n_mm + 12 * cfg.n_layer * cfg.n_embd * T)
 
 
-def bench_config(name: str, spec: dict, args, threads: list, peak: float | None) -> list[str]:
+class OpTimer:
+    """Seconds per (Function class, forward/backward), by wrapping every Function subclass's
+    methods in this process (the bench's own instrument; npgpt carries no timer)."""
+
+    def __init__(self):
+        from npgpt.function import Function  # noqa: PLC0415
+
+        self.t: dict[str, float] = {}
+        todo, seen = list(Function.__subclasses__()), set()
+        while todo:
+            cls = todo.pop()
+            if cls in seen:
+                continue
+            seen.add(cls)
+            todo += cls.__subclasses__()
+            for meth in ("forward", "backward"):
+                if meth in cls.__dict__:
+                    setattr(cls, meth, self.wrap(f"{cls.__name__}.{meth}", cls.__dict__[meth]))
+
+    def wrap(self, key, fn):
+        def timed(*a, **k):
+            t0 = time.perf_counter()
+            try:
+                return fn(*a, **k)
+            finally:
+                self.t[key] = self.t.get(key, 0.0) + time.perf_counter() - t0
+        return timed
+
+
+def child(job: dict) -> dict:
+    """One framework's races (or npgpt's breakdown) in this process; the result as a dict."""
+    spec = CONFIGS[job["config"]]
+    cfg = gpt_config(spec, job["activation"])
+    data = batches(spec)
+    timer = OpTimer() if job["kind"] == "breakdown" else None
+    model, *fns = npgpt_runner(cfg, data, job["device"], job["dtype"], hooks=timer and timer.wrap)
+    n_params = model.num_params()
+    if job["framework"] == "torch":
+        weights = {k: v.copy() for k, v in model.state_dict().items()}
+        del model, fns
+        _, *fns = torch_runner(cfg, data, job["device"], weights, job["dtype"])
+    out = {"n_params": n_params}
+    rows = ("train",) if job["kind"] == "breakdown" or job["dtype"] != "float32" else ("train", "eval")
+    for th in job["threads"]:
+        set_threads(th)
+        for row in rows:
+            fn = fns[0] if row == "train" else fns[1]
+            times = []
+            for i in range(job["warmup"] + job["steps"]):
+                if timer is not None and i == job["warmup"]:
+                    timer.t.clear()
+                dt = _timed(lambda: fn(i), fns[2])
+                if i >= job["warmup"]:
+                    times.append(dt)
+            out[f"{row} {th}"] = statistics.median(times)
+            if timer is not None:
+                out[f"ops {th}"] = {k: v / job["steps"] for k, v in timer.t.items()}
+                out[f"mean {th}"] = statistics.fmean(times)
+    return out
+
+
+def run_child(job: dict) -> dict:
+    cmd = [sys.executable, os.path.abspath(__file__), "--child", json.dumps(job)]
+    res = subprocess.run(cmd, capture_output=True, text=True)
+    if res.returncode:
+        raise RuntimeError(f"child {job} failed:\n{res.stderr}")
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def bench_config(name: str, spec: dict, args, threads: list) -> tuple[list[str], list[tuple]]:
+    """The table rows, and (config, row, FLOP, npgpt's best s, torch's best s) for the last lines."""
     cfg = gpt_config(spec, args.activation)
     B, T = spec["batch"], spec["block_size"]
-    data = batches(spec)
-    np_model, *np_fns = npgpt_runner(cfg, data, args.device)
-    _, *t_fns = torch_runner(cfg, data, args.device, np_model.state_dict())
-    runners = {"npgpt": (None, *np_fns), "torch": (None, *t_fns)}
     steps = args.steps or spec["steps"]
-    train_flops = flops_per_step(np_model, cfg, B, T)
     lines = [f"\n{name}: {cfg.n_layer} layers, {cfg.n_head} heads, {cfg.n_embd} wide, block {T}, batch {B}, "
-             f"vocab {VOCAB}, {cfg.activation}, {np_model.num_params() / 1e6:.2f}M params; "
-             f"median of {steps} steps (+{args.warmup} warmup) per cell"]
+             f"vocab {VOCAB}, {cfg.activation}; best of {args.rounds} processes' median of {steps} steps "
+             f"(+{args.warmup} warmup) per cell"]
     head = "  ".join(f"{fw} {th}T".rjust(10) for fw in ("npgpt", "torch") for th in threads)
-    lines.append(f"  {'row':<11} {head}   best: npgpt {'torch':>7}  ratio  npgpt/torch of peak")
-    for which, row, flops in ((1, "train step", train_flops), (2, "eval fwd", train_flops / 3)):
-        med = race(runners, which, steps, args.warmup, threads)
-        cells = "  ".join(f"{med[(fw, th)] * 1e3:>7.1f} ms" for fw in ("npgpt", "torch") for th in threads)
-        best = {fw: min(med[(fw, th)] for th in threads) for fw in ("npgpt", "torch")}
-        frac = "" if peak is None else f"{flops / best['npgpt'] / peak:>6.1%} /{flops / best['torch'] / peak:>6.1%}"
-        lines.append(f"  {row:<11} {cells}   {best['npgpt'] * 1e3:>8.1f} {best['torch'] * 1e3:>7.1f}  "
-                     f"{best['torch'] / best['npgpt']:>5.2f}  {frac}")
-        print(lines[-1], flush=True)
+    lines.append(f"  {'row':<19} {head}   npgpt 2nd core  torch 2nd core   load")
+    print("\n".join(lines), flush=True)
+    ratios = []
+    for dtype in args.dtypes.split(","):
+        res = {"npgpt": [], "torch": []}
+        load = os.getloadavg()[0]
+        for _ in range(args.rounds):
+            for fw in ("npgpt", "torch"):
+                job = dict(kind="race", framework=fw, config=name, dtype=dtype, activation=args.activation,
+                           device=args.device, threads=threads, steps=steps, warmup=args.warmup)
+                res[fw].append(run_child(job))
+        n_params = res["npgpt"][0]["n_params"]
+        flops = flops_per_step(n_params, cfg, B, T)
+        for row in ("train", "eval") if dtype == "float32" else ("train",):
+            med = {(fw, th): min(r[f"{row} {th}"] for r in res[fw]) for fw in res for th in threads}
+            cells = "  ".join(f"{med[(fw, th)] * 1e3:>7.1f} ms" for fw in ("npgpt", "torch") for th in threads)
+            best = {fw: min(med[(fw, th)] for th in threads) for fw in res}
+            gain = {fw: med[(fw, threads[0])] / med[(fw, threads[-1])] for fw in res}  # 1T time / 2T time
+            label = f"{'train step' if row == 'train' else 'eval fwd'} {dtype}"
+            lines.append(f"  {label:<19} {cells}   {gain['npgpt']:>13.2f}x {gain['torch']:>14.2f}x"
+                         f"   {load:.2f}-{os.getloadavg()[0]:.2f}")
+            ratios.append((name, label, flops if row == "train" else flops / 3, best["npgpt"], best["torch"]))
+            print(lines[-1], flush=True)
+    if not args.no_breakdown and args.device == "cpu":
+        lines += breakdown(name, args, threads, steps)
     if args.profile:
-        profile(name, np_fns)
+        profile(name, args)
+    return lines, ratios
+
+
+def family(key: str) -> str:
+    """An op family's name for a Function method's key: 'Attention.backward' -> 'Attention'."""
+    return key.rsplit(".", 1)[0] if key.endswith((".forward", ".backward")) else key
+
+
+def breakdown(name: str, args, threads: list, steps: int) -> list[str]:
+    """npgpt's float32 train step split by op family, forward | backward, ms per step."""
+    per = {}
+    for th in threads:
+        job = dict(kind="breakdown", framework="npgpt", config=name, dtype="float32", activation=args.activation,
+                   device="cpu", threads=[th], steps=steps, warmup=args.warmup)
+        per[th] = run_child(job)
+    keys = sorted({family(k) for th in threads for k in per[th][f"ops {th}"]},
+                  key=lambda f: -sum(v for k, v in per[threads[-1]][f"ops {threads[-1]}"].items() if family(k) == f))
+    cols = "  ".join(f"{f'{th}T fwd | bwd':>19}" for th in threads)
+    lines = [f"  npgpt float32 train step by op family (ms per step; {steps} steps, timers on; load "
+             f"{os.getloadavg()[0]:.2f}):", f"    {'family':<16} {cols}"]
+    for fam in keys:
+        cells = []
+        for th in threads:
+            t = per[th][f"ops {th}"]
+            fw, bw = t.get(f"{fam}.forward"), t.get(f"{fam}.backward")
+            if fw is None and bw is None:
+                cells.append(f"{t.get(fam, 0.0) * 1e3:>19.1f}")
+            else:
+                cells.append(f"{(fw or 0) * 1e3:>9.1f} | {(bw or 0) * 1e3:>7.1f}")
+        lines.append(f"    {fam:<16} " + "  ".join(cells))
+    rest = [per[th][f"mean {th}"] - sum(per[th][f"ops {th}"].values()) for th in threads]
+    lines.append(f"    {'rest (graph)':<16} " + "  ".join(f"{r * 1e3:>19.1f}" for r in rest))
+    lines.append(f"    {'step (mean)':<16} " + "  ".join(f"{per[th][f'mean {th}'] * 1e3:>19.1f}" for th in threads))
+    print("\n".join(lines), flush=True)
     return lines
 
 
-def profile(name: str, np_fns) -> None:
+def profile(name: str, args) -> None:
     import cProfile  # noqa: PLC0415
     import pstats  # noqa: PLC0415
 
+    spec = CONFIGS[name]
+    _, *np_fns = npgpt_runner(gpt_config(spec, args.activation), batches(spec), args.device)
     for fn, what in ((np_fns[0], "train step"), (np_fns[1], "eval forward")):
+        fn(0)
         pr = cProfile.Profile()
         pr.enable()
-        fn(0)
+        fn(1)
         pr.disable()
         print(f"\ncProfile of one npgpt {what} ({name}), top 20 by own time:")
         pstats.Stats(pr).sort_stats("tottime").print_stats(20)
@@ -257,24 +378,40 @@ def profile(name: str, np_fns) -> None:
 
 def main(argv=None) -> int:
     args = parse(argv)
+    if args.child:
+        print(json.dumps(child(json.loads(args.child))))
+        return 0
     names = list(CONFIGS) if args.config == "all" else [args.config]
     threads = [int(t) for t in args.threads.split(",")] if args.device == "cpu" else [None]
-    lines = []
-    peak = None
+    lines, ratios = [], []
+    peaks = {}
     if args.device == "cpu":
         peaks = matmul_peak(threads)
-        peak = max(peaks.values())
         lines.append(f"BLAS: {blas_info()}; load average {os.getloadavg()[0]:.2f}")
-        lines.append("float32 matmul 2048^3 (NumPy): " + ", ".join(f"{p / 1e9:.1f} GFLOP/s at {t}T" for t, p in peaks.items()))
+        lines.append("float32 matmul 2048^3 (NumPy), before the races: "
+                     + ", ".join(f"{p / 1e9:.1f} GFLOP/s at {t}T" for t, p in peaks.items()))
     print("\n".join(lines), flush=True)
+    peak = max(peaks.values()) if peaks else None
     for name in names:
-        rows = bench_config(name, CONFIGS[name], args, threads, peak)
+        rows, r = bench_config(name, CONFIGS[name], args, threads)
         if args.device == "cpu" and not args.no_memory:
             rows += memory_rows(name, args.threads, args.activation)
             print(rows[-1], flush=True)
         lines += rows
+        ratios += r
+    if args.device == "cpu":
+        after = matmul_peak(threads)
+        peak = max(peak, *after.values())
+        lines.append("\nfloat32 matmul 2048^3 (NumPy), after the races: "
+                     + ", ".join(f"{p / 1e9:.1f} GFLOP/s at {t}T" for t, p in after.items())
+                     + f"; peak = the best of before and after, {peak / 1e9:.1f} GFLOP/s")
     lines.append(f"load average at the end {os.getloadavg()[0]:.2f}")
-    print("\n=== summary ===\n" + "\n".join(lines))
+    last = [f"  {'config':<6} {'row':<19} {'torch/npgpt':>11}   {'of float32 peak: npgpt / torch':>30}"]
+    for name, label, flops, t_np, t_torch in ratios:
+        frac = "" if peak is None else f"{flops / t_np / peak:>6.1%} / {flops / t_torch / peak:>6.1%}"
+        last.append(f"  {name:<6} {label:<19} {t_torch / t_np:>11.2f}   {frac:>30}")
+    print("\n=== summary ===\n" + "\n".join(lines) + "\n\nratios, best vs best (> 1: npgpt faster), and the "
+          "fraction of the matmul peak:\n" + "\n".join(last))
     return 0
 
 

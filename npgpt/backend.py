@@ -233,9 +233,28 @@ def scatter_add(target, indices, values) -> None:
     """target[indices] += values, correct when indices repeat (the embedding backward).
 
     NumPy's `target[idx] += v` keeps only one contribution per repeated index; `add.at`
-    accumulates all of them. NumPy and CuPy (13 and later) both have `xp.add.at`: one call.
+    accumulates all of them. NumPy and CuPy (13 and later) both have `xp.add.at`: one call; on
+    NumPy, rows of values with at least as many indices as target rows (ids that repeat, as in a
+    char vocabulary; not GPT-2's 50,257) go through `_scatter_add_sorted` instead.
     """
-    get_xp(target).add.at(target, indices, values)
+    xp = get_xp(target)
+    rows = xp is np and isinstance(indices, np.ndarray) and indices.ndim == 1 and indices.dtype.kind in "iu"
+    rows = (rows and getattr(values, "shape", ())[:1] == indices.shape and values.ndim == target.ndim == 2
+            and 0 < target.shape[0] <= indices.size)
+    if rows and indices.min() >= 0:  # a negative index and its positive twin would be two runs of one row
+        _scatter_add_sorted(target, indices, values)
+    else:
+        xp.add.at(target, indices, values)
+
+
+def _scatter_add_sorted(target, indices, values) -> None:
+    """target[indices] += values for rows (N, C), by sorting: the indices in a stable order, each
+    run of equal ones summed in that order by add.reduceat, one add per distinct row (a speed
+    trick: NumPy's add.at walks one index at a time: 5.1 -> 1.3 ms for 768 ids into 65 rows of 384)."""
+    order = np.argsort(indices, kind="stable")  # (N,)
+    ids = indices[order]
+    starts = np.flatnonzero(np.concatenate(([True], ids[1:] != ids[:-1])))  # first row of each run
+    target[ids[starts]] += np.add.reduceat(values[order], starts, axis=0)  # distinct rows: no repeats
 
 
 def rng(seed: int | None) -> np.random.Generator:

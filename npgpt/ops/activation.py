@@ -1,7 +1,7 @@
 """Activations: GELU (GPT-2's tanh approximation, or exact with erf) and softmax.
 
-The GELU pieces are plain functions on arrays too (`gelu_forward`, `gelu_grad`, and
-`gelu_with_grad`, which runs them block by block), so the fused MLP (mlp.py) shares them.
+`gelu_with_grad` is GELU and its derivative on plain arrays, the one implementation: the Gelu op
+and the fused MLP (mlp.py) both call it.
 """
 
 from __future__ import annotations
@@ -27,70 +27,22 @@ def check_approximate(approximate) -> str:
     return approximate
 
 
-def gelu_forward(x, approximate: str):
-    """(y, s) with y = gelu(x) and s the piece gelu_grad needs: tanh(u) or Phi(x).
-
-    The elementwise chains below work in place on one buffer: they dominate the MLP's time
-    beside its two matrix products, and each temporary would be an (N, H) allocation.
-    """
-    xp = get_xp(x)
-    if approximate == "tanh":
-        s = x * x
-        s *= _A * _K
-        s += _K
-        s *= x  # u = sqrt(2/pi) (x + 0.044715 x^3) = x (K + A K x^2)
-        xp.tanh(s, out=s)  # t = tanh(u)
-    else:
-        s = x * _INV_SQRT2
-        s = erf(s)
-        s += 1.0
-        s *= 0.5  # Phi(x) = (1 + erf(x / sqrt(2))) / 2
-    return gelu_from(x, s, approximate), s
-
-
-def gelu_from(x, s, approximate: str):
-    """gelu(x) from x and s = tanh(u) (tanh form) or Phi(x) (exact form)."""
-    if approximate == "none":
-        return x * s
-    y = s + 1.0
-    y *= x
-    y *= 0.5  # x (1 + t) / 2
-    return y
-
-
-def gelu_grad(x, s, approximate: str):
-    """d gelu / dx at x, given s from gelu_forward (see Gelu's docstring for the derivation)."""
-    xp = get_xp(x)
-    if approximate == "tanh":
-        g = x * x
-        g *= 3.0 * _A * _K
-        g += _K  # du/dx = K (1 + 3 A x^2)
-        g *= x
-        t2 = s * s
-        xp.subtract(1.0, t2, out=t2)  # 1 - t^2
-        g *= t2  # x (1 - t^2) du/dx
-        g += s
-        g += 1.0
-        g *= 0.5  # (1 + t) / 2 + x (1 - t^2) du/dx / 2
-        return g
-    g = x * x
-    g *= -0.5
-    xp.exp(g, out=g)
-    g *= _INV_SQRT_2PI
-    g *= x
-    g += s  # Phi(x) + x phi(x)
-    return g
-
-
-_BLOCK = 1 << 15  # elements per block in gelu_with_grad on the CPU: a block's float32 temporaries stay in cache
+_BLOCK = 1 << 15  # elements per row block on the CPU: a block's float32 temporaries stay in cache
 
 
 def gelu_with_grad(x, approximate: str, grad: bool, overwrite: bool = False):
-    """(y, d): y = gelu(x) and, when `grad`, d = gelu'(x) (else None), x of shape (..., H).
+    """(y, d): y = gelu(x) and, when `grad`, d = gelu'(x) (else None); x of shape (..., H).
 
-    The same formulas as gelu_forward and gelu_grad, computed block by block of rows (`_gelu_rows`;
-    on the calling thread, see parallel.run_serial), so each block's passes stay in cache instead
-    of streaming whole (N, H) arrays through memory once per pass. `overwrite=True` lets the result reuse x's buffer (x is
+    tanh form (GPT-2), with K = sqrt(2/pi) and A = 0.044715:
+      1. u = K (x + A x^3) = x (K + A K x^2),   t = tanh(u)
+      2. y = x (1 + t) / 2
+      3. d = (1 + t) / 2 + x (1 - t^2) du/dx / 2,   du/dx = K (1 + 3 A x^2)
+    exact form:
+      1. Phi = (1 + erf(x / sqrt(2))) / 2
+      2. y = x Phi
+      3. d = Phi + x phi(x),   phi(x) = exp(-x^2 / 2) / sqrt(2 pi)
+    (Gelu's docstring derives d.) The steps run on one block of rows at a time (`_in_row_blocks`)
+    through two per-thread scratch arrays. `overwrite=True` lets the result reuse x's buffer (x is
     destroyed): d when `grad`, else y.
     """
     xp = get_xp(x)
@@ -99,56 +51,57 @@ def gelu_with_grad(x, approximate: str, grad: bool, overwrite: bool = False):
     y = x2 if overwrite and not grad else xp.empty_like(x2)
     d = (x2 if overwrite else xp.empty_like(x2)) if grad else None
 
-    def rows(i0, i1):
-        _gelu_rows(xp, x2[i0:i1], y[i0:i1], None if d is None else d[i0:i1], approximate)
+    def rows(i0, i1):  # one block of rows: x, y and d may share a buffer (x is read before either is written)
+        xb, yb, db = x2[i0:i1], y[i0:i1], None if d is None else d[i0:i1]
+        s = parallel.scratch(xp, "gelu_s", xb.shape, xb.dtype)
+        g = parallel.scratch(xp, "gelu_g", xb.shape, xb.dtype) if db is not None else None
+        if approximate == "tanh":
+            xp.multiply(xb, xb, out=s)  # x^2
+            if g is not None:
+                xp.multiply(s, 1.5 * _A * _K, out=g)
+                g += 0.5 * _K
+                g *= xb  # 3. x du/dx / 2 = x K (1 + 3 A x^2) / 2
+            s *= _A * _K
+            s += _K
+            s *= xb  # 1. u = x (K + A K x^2)
+            xp.tanh(s, out=s)  # 1. t = tanh(u)
+            if g is None:
+                s += 1.0
+                s *= xb
+                xp.multiply(s, 0.5, out=yb)  # 2. y = x (1 + t) / 2
+                return
+            xp.multiply(s, 0.5, out=yb)
+            yb += 0.5  # (1 + t) / 2, for now
+            s *= s
+            xp.subtract(1.0, s, out=s)  # 1 - t^2
+            g *= s
+            g += yb  # 3. d = (1 + t) / 2 + x (1 - t^2) du/dx / 2
+            yb *= xb  # 2. y = x (1 + t) / 2
+        else:
+            xp.multiply(xb, _INV_SQRT2, out=s)
+            erf(s, out=s)
+            s += 1.0
+            s *= 0.5  # 1. Phi = (1 + erf(x / sqrt(2))) / 2
+            if g is not None:
+                xp.multiply(xb, xb, out=g)
+                g *= -0.5
+                xp.exp(g, out=g)
+                g *= _INV_SQRT_2PI
+                g *= xb
+                g += s  # 3. d = Phi + x phi(x)
+            xp.multiply(xb, s, out=yb)  # 2. y = x Phi
+        if db is not None:
+            xp.copyto(db, g)
 
-    parallel.run_serial(rows, row_blocks(xp, x2.shape[0], H, _BLOCK))
+    _in_row_blocks(xp, rows, x2.shape[0], H)
     return y.reshape(x.shape), (d.reshape(x.shape) if grad else None)
 
 
-def _gelu_rows(xp, x, y, d, approximate: str) -> None:
-    """y = gelu(x) and, when d is given, d = gelu'(x), for one block of rows, in two per-thread
-    scratch arrays (a speed trick: no allocation per pass, and the fewest passes found). y or d may
-    be x's own buffer: x is read for the last time before either is written."""
-    s = parallel.scratch(xp, "gelu_s", x.shape, x.dtype)
-    g = parallel.scratch(xp, "gelu_g", x.shape, x.dtype) if d is not None else None
-    if approximate == "tanh":
-        xp.multiply(x, x, out=s)  # x^2
-        if g is not None:
-            xp.multiply(s, 1.5 * _A * _K, out=g)
-            g += 0.5 * _K
-            g *= x  # x du/dx / 2 = x K (1 + 3 A x^2) / 2
-        s *= _A * _K
-        s += _K
-        s *= x  # u = x (K + A K x^2)
-        xp.tanh(s, out=s)  # t = tanh(u)
-        if g is None:
-            s += 1.0
-            s *= x
-            xp.multiply(s, 0.5, out=y)  # y = x (1 + t) / 2
-            return
-        xp.multiply(s, 0.5, out=y)
-        y += 0.5  # (1 + t) / 2, for now
-        s *= s
-        xp.subtract(1.0, s, out=s)  # 1 - t^2
-        g *= s
-        g += y  # d = (1 + t) / 2 + x (1 - t^2) du/dx / 2
-        y *= x  # y = x (1 + t) / 2
-    else:
-        xp.multiply(x, _INV_SQRT2, out=s)
-        erf(s, out=s)
-        s += 1.0
-        s *= 0.5  # Phi(x) = (1 + erf(x / sqrt(2))) / 2
-        if g is not None:
-            xp.multiply(x, x, out=g)
-            g *= -0.5
-            xp.exp(g, out=g)
-            g *= _INV_SQRT_2PI
-            g *= x
-            g += s  # d = Phi(x) + x phi(x)
-        xp.multiply(x, s, out=y)  # y = x Phi(x)
-    if d is not None:
-        xp.copyto(d, g)
+def _in_row_blocks(xp, rows, n: int, H: int) -> None:
+    """rows(i0, i1) over blocks of about _BLOCK elements, on the calling thread (a speed trick: each
+    block's passes stay in cache instead of streaming (N, H) arrays through memory once per pass;
+    parallel.run_serial says why not on the pool)."""
+    parallel.run_serial(rows, row_blocks(xp, n, H, _BLOCK))
 
 
 class Gelu(Function):

@@ -87,9 +87,9 @@ class Attention(Function):
 
         def sequences(b0, b1):  # steps 2-6 on a few sequences, in cache, on the thread pool
             for r0, r1 in _query_chunks(xp, T):  # query rows r0:r1 see keys 0:r1 only
-                att = _probabilities(xp, q[b0:b1, :, r0:r1], k[b0:b1, :, :r1], scale, bias[r0:r1, :r1],
-                                     None if m is None else m[b0:b1, :, r0:r1],
-                                     None if r is None else r[b0:b1, :, r0:r1])  # 2.-4. P (b, NH, rows, r1)
+                att = _softmax_scores(xp, q[b0:b1, :, r0:r1], k[b0:b1, :, :r1], scale, bias[r0:r1, :r1],
+                                      None if m is None else m[b0:b1, :, r0:r1],
+                                      None if r is None else r[b0:b1, :, r0:r1])  # 2.-4. P (b, NH, rows, r1)
                 if keep is not None:  # 5.
                     att *= keep[b0:b1, :, r0:r1, :r1]
                     att *= self.inv_keep_prob
@@ -114,19 +114,19 @@ class Attention(Function):
             out = dqkv[b0:b1].transpose(2, 0, 3, 1, 4)  # 1. (3, b, NH, T, HS), a view: dq, dk, dv go there
             for r0, r1 in _query_chunks(xp, T):
                 qc, kc, vc, dYc = q[b0:b1, :, r0:r1], k[b0:b1, :, :r1], v[b0:b1, :, :r1], dY[b0:b1, :, r0:r1]
-                Pc = _probabilities(xp, qc, kc, scale, bias[r0:r1, :r1], m[b0:b1, :, r0:r1], r[b0:b1, :, r0:r1],
-                                    known=True)  # 4. P again (b, NH, rows, r1)
+                Pc = _probabilities_again(xp, qc, kc, scale, bias[r0:r1, :r1], m[b0:b1, :, r0:r1],
+                                          r[b0:b1, :, r0:r1])  # 2.-4. P rebuilt (b, NH, rows, r1)
                 A = Pc if keep is None else Pc * keep[b0:b1, :, r0:r1, :r1] * self.inv_keep_prob
                 out[2][:, :, :r1] += A.swapaxes(-1, -2) @ dYc  # 6. dv (b, NH, r1, HS)
-                dP = parallel.scratch(xp, "attn_dP", Pc.shape, dy.dtype)
-                xp.matmul(dYc, vc.swapaxes(-1, -2), out=dP)  # 6. (b, NH, rows, r1)
+                dS = parallel.scratch(xp, "attn_dS", Pc.shape, dy.dtype)  # holds dA, then dP, then dS
+                xp.matmul(dYc, vc.swapaxes(-1, -2), out=dS)  # 6. dA = dY @ v^T (b, NH, rows, r1)
                 if keep is not None:
-                    dP *= keep[b0:b1, :, r0:r1, :r1]  # 5.
-                    dP *= self.inv_keep_prob
-                dP -= _row_dot(xp, dP, Pc)[..., None]  # 4. dS = P * (dP - sum(dP * P)); 3. nothing to do
-                dP *= Pc
-                _matmul_into(xp, dP, _scaled(xp, kc, scale), out[0][:, :, r0:r1])  # 2. dq = dS @ (s k)
-                out[1][:, :, :r1] += dP.swapaxes(-1, -2) @ _scaled(xp, qc, scale)  # 2. dk += dS^T @ (s q)
+                    dS *= keep[b0:b1, :, r0:r1, :r1]  # 5. dP = dA * keep / (1 - p)
+                    dS *= self.inv_keep_prob
+                dS -= _row_dot(xp, dS, Pc)[..., None]  # 4. dS = P * (dP - sum(dP * P)); 3. nothing to do
+                dS *= Pc
+                _matmul_into(xp, dS, _scaled(xp, kc, scale), out[0][:, :, r0:r1])  # 2. dq = dS @ (s k)
+                out[1][:, :, :r1] += dS.swapaxes(-1, -2) @ _scaled(xp, qc, scale)  # 2. dk += dS^T @ (s q)
 
         parallel.run(sequences, row_blocks(xp, B, NH * T * T, _BLOCK), B * NH * T * T, blas=True)
         return (dqkv.reshape(B, T, 3 * NH * HS),)  # (B, T, 3C)
@@ -144,31 +144,41 @@ def _query_chunks(xp, T: int) -> list[tuple[int, int]]:
     return [(r0, min(r0 + _Q_CHUNK, T)) for r0 in range(0, T, _Q_CHUNK)]
 
 
-def _probabilities(xp, q, k, scale, bias, m, r, known: bool = False):
-    """Steps 2-4 for a block of sequences: P = softmax(s q @ k^T + bias) over the last axis, in a
-    per-thread scratch array (b, NH, T, T). The softmax is exp(S - m) * r with m the row maxima and
-    r the reciprocal row sums of exp(S - m); forward stores m and r (when given), and backward
-    passes them back (`known=True`) to rebuild P with the forward's very bits instead of keeping
-    the (B, NH, T, T) probabilities alive between the passes (a memory trick: T / HS times less
-    than P). Every row has a finite entry (its diagonal), so no row is all -inf."""
+def _masked_scores(xp, q, k, scale, bias):
+    """Steps 2-3 for a block of sequences: S = s q @ k^T + bias, in a per-thread scratch array
+    (b, NH, rows, keys) that steps 4 then turn into P in place."""
     att = parallel.scratch(xp, "attn_P", q.shape[:-1] + (k.shape[-2],), q.dtype)  # (b, NH, rows, keys)
-    xp.matmul(_scaled(xp, q, scale), k.swapaxes(-1, -2), out=att)  # 2. (b, NH, T, T)
+    xp.matmul(_scaled(xp, q, scale), k.swapaxes(-1, -2), out=att)  # 2. (b, NH, rows, keys)
     att += bias  # 3.
-    if not known:
-        mb = att.max(axis=-1, keepdims=True)
-        if m is not None:
-            m[...] = mb
-    else:
-        mb = m
+    return att
+
+
+def _softmax_scores(xp, q, k, scale, bias, m, r):
+    """Steps 2-4 in forward: P = exp(S - m) * r over the last axis, with m the row maxima of S and r
+    the reciprocal row sums of exp(S - m), written into m and r when they are given (backward's
+    `_probabilities_again` needs them). Every row has a finite entry (its diagonal), so no row is
+    all -inf."""
+    att = _masked_scores(xp, q, k, scale, bias)  # 2.-3. S
+    mb = att.max(axis=-1, keepdims=True)  # (b, NH, rows, 1)
+    if m is not None:
+        m[...] = mb
     att -= mb
     xp.exp(att, out=att)
-    if not known:
-        rb = 1.0 / att.sum(axis=-1, keepdims=True)
-        if r is not None:
-            r[...] = rb
-    else:
-        rb = r
+    rb = 1.0 / att.sum(axis=-1, keepdims=True)  # (b, NH, rows, 1)
+    if r is not None:
+        r[...] = rb
     att *= rb  # 4. P
+    return att
+
+
+def _probabilities_again(xp, q, k, scale, bias, m, r):
+    """Steps 2-4 in backward: P rebuilt as exp(S - m) * r from forward's saved m and r, the very
+    bits forward had, instead of keeping the (B, NH, T, T) probabilities alive between the passes
+    (a memory trick: T / HS times less than P)."""
+    att = _masked_scores(xp, q, k, scale, bias)  # 2.-3. S
+    att -= m
+    xp.exp(att, out=att)
+    att *= r  # 4. P
     return att
 
 

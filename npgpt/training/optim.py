@@ -13,6 +13,7 @@ import numpy as np
 
 from .. import parallel
 from ..backend import get_xp, to_device, to_numpy, uses_thread_pool
+from ..ops._util import row_blocks
 
 
 def _check_param(p, where: str):
@@ -159,30 +160,58 @@ class AdamW(Optimizer):
 
 
 def _adamw_update(xp, x, grad, m, v, t: int, lr, b1, b2, eps, wd) -> None:
-    """One parameter's AdamW step in place (the class docstring's formulas, torch's order)."""
-    if wd != 0:
-        x *= 1 - lr * wd
+    """One parameter's AdamW step in place (the class docstring's formulas, torch's order), walked
+    in flat blocks (`_in_flat_blocks`); every step is elementwise, so blocks change no bit."""
     w = 1 - b1
-    if w < 0.5:  # torch's lerp, both branches
-        m += w * (grad - m)
-    else:
-        m[...] = grad - (grad - m) * (1 - w)
-    v *= b2
-    v += ((1 - b2) * grad) * grad
     bc1 = 1 - b1 ** float(t)
     bc2_sqrt = (1 - b2 ** float(t)) ** 0.5
-    denom = xp.sqrt(v)
-    denom /= bc2_sqrt
-    denom += eps
-    upd = (-(lr / bc1)) * m
-    upd /= denom
-    x += upd
+
+    def block(x, grad, m, v, tmp, denom):  # flat slices of one parameter; tmp, denom: scratch
+        if wd != 0:
+            x *= 1 - lr * wd
+        xp.subtract(grad, m, out=tmp)  # g - m
+        if w < 0.5:  # torch's lerp, both branches
+            tmp *= w
+            m += tmp  # m + (1 - b1) (g - m)
+        else:
+            tmp *= 1 - w
+            xp.subtract(grad, tmp, out=m)  # g - (g - m) b1
+        v *= b2
+        xp.multiply(grad, 1 - b2, out=tmp)
+        tmp *= grad
+        v += tmp  # v b2 + ((1 - b2) g) g
+        xp.sqrt(v, out=denom)
+        denom /= bc2_sqrt
+        denom += eps  # sqrt(v) / sqrt(1 - b2^t) + eps
+        xp.multiply(m, -(lr / bc1), out=tmp)
+        tmp /= denom
+        x += tmp  # p + (-lr / (1 - b1^t) m) / denom
+
+    _in_flat_blocks(xp, block, x, grad, m, v)
+
+
+_BLOCK = 1 << 16  # elements per block on the CPU: a block of p, g, m, v and two scratch arrays stays in L2
+
+
+def _in_flat_blocks(xp, fn, x, grad, m, v) -> None:
+    """fn on matching flat blocks of the four arrays, with two scratch arrays per thread (a speed
+    trick: each block's dozen passes stay in cache, and no temporary is allocated; on the GPU,
+    row_blocks gives one block). Arrays that are not contiguous are taken whole."""
+    arrays = (x, grad, m, v)
+    if not all(a.flags.c_contiguous for a in arrays):
+        fn(*arrays, xp.empty_like(x), xp.empty_like(x))
+        return
+    flat = [a.reshape(-1) for a in arrays]  # views
+    for i0, i1 in row_blocks(xp, x.size, 1, _BLOCK):
+        tmp = parallel.scratch(xp, "adamw_tmp", (i1 - i0,), x.dtype)
+        denom = parallel.scratch(xp, "adamw_denom", (i1 - i0,), x.dtype)
+        fn(*(a[i0:i1] for a in flat), tmp, denom)
 
 
 def _each_parameter(fn, jobs) -> None:
     """fn over the parameters' jobs, one block per parameter on the thread pool (each parameter's
-    update is independent of the others and its few passes are long ufunc calls, so two threads
-    share the work well: a speed trick); on the GPU, one after the other."""
+    update is independent of the others and each worker runs a whole parameter's chain over its
+    blocks: a speed trick); on the GPU, one after the other."""
     blocks = [(i, i + 1) for i in range(len(jobs))]
     if not jobs or not uses_thread_pool(jobs[0][0]):
         parallel.run_serial(fn, blocks)

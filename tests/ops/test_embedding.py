@@ -130,3 +130,24 @@ def test_sinusoidal_dtype_and_device_follow_like(xp):
 def test_sinusoidal_bad_sizes(T, C):
     with pytest.raises(ValueError, match="positive int"):
         sinusoidal_positions(T, C)
+
+
+def test_scatter_add_by_sorting_matches_add_at():
+    """backend.scatter_add's NumPy path for repeated row ids (sorted runs, add.reduceat) adds what
+    add.at adds; negative ids, broadcast values and few ids take add.at itself."""
+    from npgpt.backend import scatter_add
+
+    g = np.random.default_rng(0)
+    for V, N, lo in ((5, 64, 0), (65, 300, 0), (7, 40, -7), (50, 10, 0)):
+        ids = g.integers(lo, V, N)
+        values = g.standard_normal((N, 3))
+        expected = np.zeros((V, 3))
+        np.add.at(expected, ids, values)
+        got = np.zeros((V, 3))
+        scatter_add(got, ids, values)
+        np.testing.assert_allclose(got, expected, rtol=1e-13, atol=1e-13)
+    got, expected = np.zeros((4, 3)), np.zeros((4, 3))
+    ids = np.array([0, 1, 1, 3, 0, 2])
+    scatter_add(got, ids, np.ones((1, 3)))  # broadcast values
+    np.add.at(expected, ids, np.ones((1, 3)))
+    np.testing.assert_array_equal(got, expected)
