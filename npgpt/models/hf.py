@@ -30,7 +30,6 @@ import numpy as np
 from ..backend import to_numpy
 from .hf_weights import read_weights
 from .config import GPTConfig
-from .gpt import GPT
 
 TANH_GELUS = ("gelu_new", "gelu_pytorch_tanh", "gelu_fast", "gelu_python_tanh")
 EXACT_GELUS = ("gelu", "gelu_python")
