@@ -90,7 +90,8 @@ class LoraConfig:
     dropout: float = field(default=0.0, metadata={"help": "dropout on the adapters' input (PEFT's lora_dropout)"})
     target_modules: tuple | str | None = field(default=None, metadata={
         "help": "module names the adapters go on, comma-separated (PEFT's default: c_attn for GPT-2, "
-                "q_proj,v_proj for Llama)", "flag": "targets", "parse": parse_targets, "check": _check_targets_value})
+                "q_proj,v_proj for Llama)", "flag": "targets", "metavar": "NAMES", "parse": parse_targets,
+        "check": _check_targets_value})
     use_rslora: bool = field(default=False, metadata={"help": "rank-stabilised LoRA: scale by alpha / sqrt(r)", "flag": "rslora"})
 
     def __post_init__(self):
