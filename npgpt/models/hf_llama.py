@@ -89,7 +89,7 @@ def config_from_hf(d: dict, where: str, dropout: float | None = None) -> GPTConf
     attention_bias = bool(g.get("attention_bias", False))
     biases = {"qwen2": dict(qkv_bias=True, out_bias=False, mlp_bias=False),
               "qwen3": dict(qkv_bias=attention_bias, out_bias=attention_bias, mlp_bias=False),
-              "llama": dict(qkv_bias=attention_bias, out_bias=attention_bias, mlp_bias=bool(g["mlp_bias"]))}[model_type]
+              "llama": dict(qkv_bias=attention_bias, out_bias=attention_bias, mlp_bias=bool(g.get("mlp_bias", False)))}[model_type]
     if dropout is None:
         dropout = g["attention_dropout"]
     try:
