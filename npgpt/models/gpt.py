@@ -206,19 +206,22 @@ class GPT(Module):
     # --- GPT-2 / Hugging Face directories (npgpt/hf.py) -------------------------------------
     @classmethod
     def from_pretrained(cls, path_or_name, dtype="float32", device=None, dropout=None, seed: int = 0) -> "GPT":
-        """A GPT-2 directory's model (config.json + model.safetensors or pytorch_model.bin), or a hub
-        name such as "gpt2" downloaded through huggingface_hub; in eval mode, with the directory's
-        tokenizer as `model.tokenizer` (None without vocab.json + merges.txt). dropout: None takes
+        """A Hugging Face directory's model (config.json with model_type gpt2, llama, qwen2 or qwen3 +
+        model.safetensors or pytorch_model.bin), or a hub name such as "gpt2" downloaded through
+        huggingface_hub; in eval mode, with the directory's tokenizer as `model.tokenizer` (vocab.json +
+        merges.txt or tokenizer.json; None without). dropout: None takes
         the config's; seed seeds only the dropout generator. See npgpt.models.hf."""
         from .hf import load_pretrained  # noqa: PLC0415 - hf.py sits above model.py
 
         return load_pretrained(cls, path_or_name, dtype=dtype, device=device, dropout=dropout, seed=seed)
 
     def save_pretrained(self, path, tokenizer=None) -> list[str]:
-        """Write a GPT-2 directory that transformers' GPT2LMHeadModel.from_pretrained loads: config.json,
-        model.safetensors, and the tokenizer's vocab.json + merges.txt (+ tokenizer_config.json,
-        special_tokens_map.json) for `tokenizer`, else `self.tokenizer` when set. A model GPT-2 cannot
-        express (sinusoidal positions, no bias) raises ValueError saying which. Returns the paths."""
+        """Write a directory that transformers.AutoModelForCausalLM.from_pretrained loads as the same
+        class: config.json, model.safetensors, and the tokenizer (`tokenizer`, else `self.tokenizer`
+        when set): GPT-2's vocab.json + merges.txt (+ tokenizer_config.json, special_tokens_map.json),
+        or tokenizer.json for the Llama family (llama, qwen2 or qwen3, whichever holds the config). A
+        model the family cannot express (GPT-2: sinusoidal positions, no bias) raises ValueError saying
+        which. Returns the paths."""
         from .hf import save_pretrained  # noqa: PLC0415
 
         return save_pretrained(self, path, tokenizer)
