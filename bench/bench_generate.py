@@ -1,4 +1,5 @@
-"""Greedy generation speed: npgpt with and without its KV cache, and transformers' GPT-2 on the same weights.
+"""Greedy generation speed: npgpt with and without its KV cache, and transformers' GPT-2 on the same weights
+(--arch llama: npgpt's Llama block, 3 key/value heads for 6 heads, against transformers' LlamaForCausalLM, SDPA).
 
 A 6-layer, 6-head, 384-wide GPT-2 (vocab 65, block 256, float32) generates 256 new tokens greedily
 from a one-token prompt (the last step's context is exactly block_size, so transformers never runs
@@ -9,6 +10,7 @@ frameworks so a busy machine slows all alike; the median of --repeats runs is re
 
     python bench/bench_generate.py                 # ~1-2 min on 2 cores
     python bench/bench_generate.py --threads 1 --repeats 5
+    python bench/bench_generate.py --arch llama
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ def parse():
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="threads for both (default: all cores)")
     ap.add_argument("--new-tokens", type=int, default=256)
     ap.add_argument("--repeats", type=int, default=3, help="timed runs per row (default: 3)")
+    ap.add_argument("--arch", choices=("gpt2", "llama"), default="gpt2")
     return ap.parse_args()
 
 
@@ -44,6 +47,22 @@ from npgpt import GPT, GPTConfig  # noqa: E402
 SHAPE = dict(n_layer=6, n_head=6, n_embd=384, block_size=256, vocab_size=65)
 
 
+def llama_models():
+    """npgpt's Llama-layout GPT (seed 0) and transformers' LlamaForCausalLM (SDPA) with its weights, float32."""
+    from npgpt.models import hf_llama as mapping
+
+    ours = GPT(GPTConfig.for_arch("llama", **SHAPE, n_kv_head=SHAPE["n_head"] // 2, tie_embeddings=True),
+               seed=0, dtype="float32").eval()
+    d = mapping.config_to_hf(ours.config, "float32")
+    d = {k: v for k, v in d.items() if k not in ("architectures", "model_type", "torch_dtype", "dtype")}
+    hf = transformers.LlamaForCausalLM(transformers.LlamaConfig(**d, attn_implementation="sdpa")).float().eval()
+    state = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in
+             mapping.state_to_hf({k: np.array(v) for k, v in ours.state_dict().items()}, ours.config).items()}
+    missing, unexpected = hf.load_state_dict(state, strict=False)
+    assert not unexpected and set(missing) <= {"lm_head.weight"}, (missing, unexpected)
+    return ours, hf
+
+
 def models():
     """npgpt's GPT (GPT-2 init, seed 0) and a GPT2LMHeadModel holding a copy of its weights, float32."""
     ours = GPT(GPTConfig(**SHAPE, dropout=0.0), seed=0, dtype="float32").eval()
@@ -61,7 +80,7 @@ def models():
 
 def main():
     torch.set_num_threads(ARGS.threads)
-    ours, hf = models()
+    ours, hf = llama_models() if ARGS.arch == "llama" else models()
     n = ARGS.new_tokens
     prompt = np.array([[0]])
     x = torch.as_tensor(prompt)
@@ -85,7 +104,9 @@ def main():
             times[name].append(time.perf_counter() - t0)
 
     print(f"greedy generation, {n} new tokens from a 1-token prompt: {SHAPE['n_layer']} layers, {SHAPE['n_head']} heads, "
-          f"{SHAPE['n_embd']} wide, block {SHAPE['block_size']}, vocab {SHAPE['vocab_size']}, float32")
+          f"{SHAPE['n_embd']} wide, block {SHAPE['block_size']}, vocab {SHAPE['vocab_size']}, float32, "
+          + ("GPT-2 vs GPT2LMHeadModel" if ARGS.arch == "gpt2" else
+             f"Llama ({ours.config.n_kv_head} kv heads) vs LlamaForCausalLM (SDPA)"))
     print(f"threads: {ARGS.threads} (OPENBLAS/OMP/MKL_NUM_THREADS, torch {torch.get_num_threads()}); "
           f"load average {os.getloadavg()[0]:.2f}; median of {ARGS.repeats} runs after one warmup")
     print(f"  {'':<24} {'seconds':>8} {'tokens/s':>9} {'ms/token':>9}")

@@ -1,4 +1,11 @@
-"""npgpt vs a nanoGPT-style PyTorch GPT: training step, eval forward, where npgpt's time goes, peak memory.
+"""npgpt vs a nanoGPT-style PyTorch GPT (or, --arch llama, transformers' LlamaForCausalLM): training step,
+eval forward, where npgpt's time goes, peak memory.
+
+--arch llama races npgpt's Llama block (RMSNorm, SwiGLU MLP, RoPE, grouped-query attention with half
+as many key/value heads as heads, tied head, no biases) against transformers.LlamaForCausalLM built
+from the same config (float32, attn_implementation="sdpa"), holding npgpt's weights; its loss is
+F.cross_entropy on its logits against the same targets (what npgpt computes). Peak memory is measured
+for --arch gpt2 only.
 
 The baseline is reference/nanogpt.py (SDPA attention, F.gelu, F.layer_norm, F.cross_entropy,
 torch.optim.AdamW): the model nanoGPT's users run, loaded with npgpt's weights. Per config:
@@ -30,6 +37,7 @@ building the model.
     python bench/bench_train.py --config small --steps 20 --dtypes float32
     python bench/bench_train.py --device cuda         # PyTorch on CUDA vs npgpt on CuPy
     python bench/bench_train.py --profile             # cProfile one npgpt train step and eval forward
+    python bench/bench_train.py --arch llama --dtypes float32 --no-breakdown   # vs LlamaForCausalLM
 
 OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE (set on some machines for old OpenBLAS builds) should be
 unset for this command alone; the header prints the BLAS kernel actually in use (threadpoolctl).
@@ -99,6 +107,8 @@ def parse(argv=None):
     ap.add_argument("--threads", default="1,2", help="thread counts to try, comma-separated (default 1,2)")
     ap.add_argument("--dtypes", default="float32,float64", help="float32 rows, and float64 train-step rows")
     ap.add_argument("--activation", choices=("gelu_tanh", "gelu"), default="gelu_tanh")
+    ap.add_argument("--arch", choices=("gpt2", "llama"), default="gpt2",
+                    help="gpt2: vs reference/nanogpt.py; llama: vs transformers' LlamaForCausalLM")
     ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     ap.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
     ap.add_argument("--no-breakdown", action="store_true", help="skip npgpt's per-op time breakdown")
@@ -107,9 +117,12 @@ def parse(argv=None):
     return ap.parse_args(argv)
 
 
-def gpt_config(spec: dict, activation: str) -> GPTConfig:
-    return GPTConfig(vocab_size=VOCAB, block_size=spec["block_size"], n_layer=spec["n_layer"], n_head=spec["n_head"],
-                     n_embd=spec["n_embd"], activation=activation)
+def gpt_config(spec: dict, activation: str, arch: str = "gpt2") -> GPTConfig:
+    shape = dict(vocab_size=VOCAB, block_size=spec["block_size"], n_layer=spec["n_layer"], n_head=spec["n_head"],
+                 n_embd=spec["n_embd"])
+    if arch == "llama":  # GQA with half the heads for keys and values; tied head as the GPT-2 rows
+        return GPTConfig.for_arch("llama", **shape, n_kv_head=spec["n_head"] // 2, tie_embeddings=True)
+    return GPTConfig(**shape, activation=activation)
 
 
 def batches(spec: dict, n: int = 4):
@@ -156,13 +169,43 @@ def npgpt_runner(cfg: GPTConfig, data, device: str, dtype: str = "float32", hook
     return model, train_step, eval_forward, sync
 
 
+def hf_llama(cfg: GPTConfig, device: str, weights, dtype: str):
+    """transformers' LlamaForCausalLM of cfg (SDPA) holding npgpt's weights; forward(x, y) -> (logits, loss)."""
+    import torch  # noqa: PLC0415
+    import transformers  # noqa: PLC0415
+
+    from npgpt.models import hf_llama as mapping  # noqa: PLC0415
+
+    d = mapping.config_to_hf(cfg, dtype)
+    d = {k: v for k, v in d.items() if k not in ("architectures", "model_type", "torch_dtype", "dtype")}
+    hf = transformers.LlamaForCausalLM(transformers.LlamaConfig(**d, attn_implementation="sdpa"))
+    hf = hf.to(device=device, dtype=getattr(torch, dtype))
+    state = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in mapping.state_to_hf(weights, cfg).items()}
+    missing, unexpected = hf.load_state_dict(state, strict=False)
+    assert not unexpected and set(missing) <= {"lm_head.weight"}, (missing, unexpected)  # tied
+
+    class Model(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.hf = hf
+
+        def forward(self, x, y):
+            logits = self.hf(x).logits
+            return logits, torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
+
+    return Model()
+
+
 def torch_runner(cfg: GPTConfig, data, device: str, weights, dtype: str = "float32"):
     import torch  # noqa: PLC0415
 
     from reference.nanogpt import NanoGPT, configure_optimizer as torch_optimizer  # noqa: PLC0415
 
-    model = NanoGPT(cfg, dtype=getattr(torch, dtype), device=device)
-    model.load_from_npgpt(weights)
+    if cfg.layout == "llama":
+        model = hf_llama(cfg, device, weights, dtype)
+    else:
+        model = NanoGPT(cfg, dtype=getattr(torch, dtype), device=device)
+        model.load_from_npgpt(weights)
     opt = torch_optimizer(model, **HYPER)
     tdata = [(torch.from_numpy(x).to(device), torch.from_numpy(y).to(device)) for x, y in data]
 
@@ -250,7 +293,7 @@ class OpTimer:
 def child(job: dict) -> dict:
     """One framework's races (or npgpt's breakdown) in this process; the result as a dict."""
     spec = CONFIGS[job["config"]]
-    cfg = gpt_config(spec, job["activation"])
+    cfg = gpt_config(spec, job["activation"], job.get("arch", "gpt2"))
     data = batches(spec)
     timer = OpTimer() if job["kind"] == "breakdown" else None
     model, *fns = npgpt_runner(cfg, data, job["device"], job["dtype"], hooks=timer and timer.wrap)
@@ -289,11 +332,13 @@ def run_child(job: dict) -> dict:
 
 def bench_config(name: str, spec: dict, args, threads: list) -> tuple[list[str], list[tuple]]:
     """The table rows, and (config, row, FLOP, npgpt's best s, torch's best s) for the last lines."""
-    cfg = gpt_config(spec, args.activation)
+    cfg = gpt_config(spec, args.activation, args.arch)
     B, T = spec["batch"], spec["block_size"]
     steps = args.steps or spec["steps"]
     lines = [f"\n{name}: {cfg.n_layer} layers, {cfg.n_head} heads, {cfg.n_embd} wide, block {T}, batch {B}, "
-             f"vocab {VOCAB}, {cfg.activation}; best of {args.rounds} processes' median of {steps} steps "
+             f"vocab {VOCAB}, {cfg.activation}, {args.arch}"
+             + (f" (vs transformers' LlamaForCausalLM, SDPA; {cfg.n_kv_head} kv heads)" if args.arch == "llama" else "")
+             + f"; best of {args.rounds} processes' median of {steps} steps "
              f"(+{args.warmup} warmup) per cell"]
     head = "  ".join(f"{fw} {th}T".rjust(10) for fw in ("npgpt", "torch") for th in threads)
     lines.append(f"  {'row':<19} {head}   npgpt 2nd core  torch 2nd core   load")
@@ -305,7 +350,7 @@ def bench_config(name: str, spec: dict, args, threads: list) -> tuple[list[str],
         for _ in range(args.rounds):
             for fw in ("npgpt", "torch"):
                 job = dict(kind="race", framework=fw, config=name, dtype=dtype, activation=args.activation,
-                           device=args.device, threads=threads, steps=steps, warmup=args.warmup)
+                           arch=args.arch, device=args.device, threads=threads, steps=steps, warmup=args.warmup)
                 res[fw].append(run_child(job))
         n_params = res["npgpt"][0]["n_params"]
         flops = flops_per_step(n_params, cfg, B, T)
@@ -336,7 +381,7 @@ def breakdown(name: str, args, threads: list, steps: int) -> list[str]:
     per = {}
     for th in threads:
         job = dict(kind="breakdown", framework="npgpt", config=name, dtype="float32", activation=args.activation,
-                   device="cpu", threads=[th], steps=steps, warmup=args.warmup)
+                   arch=args.arch, device="cpu", threads=[th], steps=steps, warmup=args.warmup)
         per[th] = run_child(job)
     keys = sorted({family(k) for th in threads for k in per[th][f"ops {th}"]},
                   key=lambda f: -sum(v for k, v in per[threads[-1]][f"ops {threads[-1]}"].items() if family(k) == f))
@@ -365,7 +410,7 @@ def profile(name: str, args) -> None:
     import pstats  # noqa: PLC0415
 
     spec = CONFIGS[name]
-    _, *np_fns = npgpt_runner(gpt_config(spec, args.activation), batches(spec), args.device)
+    _, *np_fns = npgpt_runner(gpt_config(spec, args.activation, args.arch), batches(spec), args.device)
     for fn, what in ((np_fns[0], "train step"), (np_fns[1], "eval forward")):
         fn(0)
         pr = cProfile.Profile()
@@ -394,7 +439,7 @@ def main(argv=None) -> int:
     peak = max(peaks.values()) if peaks else None
     for name in names:
         rows, r = bench_config(name, CONFIGS[name], args, threads)
-        if args.device == "cpu" and not args.no_memory:
+        if args.device == "cpu" and not args.no_memory and args.arch == "gpt2":
             rows += memory_rows(name, args.threads, args.activation)
             print(rows[-1], flush=True)
         lines += rows

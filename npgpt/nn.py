@@ -9,7 +9,7 @@ Layouts follow GPT-2's checkpoint: Linear.weight is stored (in, out) and used as
 The composite layers take the model description whole: `Block(config)`, `CausalSelfAttention(config)`,
 `MLP(config)`. A layer is built on the host, its parameters zeros (norm weights ones), each tagged
 with its role for the one init policy, `init_parameters`: weights N(0, 0.02), residual projections
-(c_proj) N(0, 0.02 / sqrt(2 n_layer)), biases 0, norm weights 1, drawn in float64 from one seeded
+(c_proj; Llama's o_proj and down_proj) N(0, 0.02 / sqrt(2 n_layer)), biases 0, norm weights 1, drawn in float64 from one seeded
 NumPy generator in named_parameters order and cast. `Module.to(device)` then moves every parameter
 once. GPT does exactly this; a layer built on its own is initialised by calling the same function.
 """
@@ -22,7 +22,7 @@ import numpy as np
 
 from . import functional as F
 from .backend import device_of, resolve_device, resolve_dtype, to_device, to_numpy
-from .ops.attention import cached_attention
+from .ops.attention import cached_attention, cached_grouped_query_attention
 from .tensor import Tensor, is_grad_enabled
 
 
@@ -243,26 +243,60 @@ class LayerNorm(Module):
         return F.layer_norm(x, self.weight, self.bias, eps=self.eps)
 
 
-def norm_layer(config, dtype="float32") -> Module:
-    """The config's norm over n_embd."""
-    return LayerNorm(config.n_embd, config.norm_bias, config.norm_eps, dtype)
+class RMSNorm(Module):
+    """Root-mean-square normalisation over the last axis with a weight (Llama's RMSNorm; no bias)."""
+
+    def __init__(self, dim: int, eps: float = 1e-6, dtype="float32"):
+        super().__init__()
+        self.eps = eps
+        self.weight = _param((dim,), dtype, "ones")
+
+    def forward(self, x):
+        return F.rms_norm(x, self.weight, eps=self.eps)
+
+
+def norm_layer(config, dtype="float32", dim: int | None = None) -> Module:
+    """The config's norm over `dim` (default n_embd)."""
+    dim = config.n_embd if dim is None else dim
+    if config.norm == "rmsnorm":
+        return RMSNorm(dim, config.norm_eps, dtype)
+    return LayerNorm(dim, config.norm_bias, config.norm_eps, dtype)
 
 
 _GELU_APPROXIMATE = {"gelu_tanh": "tanh", "gelu": "none"}  # config activation -> gelu's `approximate`
 
 
 class MLP(Module):
-    """c_proj(gelu(c_fc(x))), then residual dropout (as nanoGPT). c_fc (C, I), c_proj (I, C), I = intermediate_size."""
+    """The block's feed-forward part, then residual dropout (as nanoGPT); I = intermediate_size.
+
+    mlp='standard' (GPT-2's names): c_proj(gelu(c_fc(x))), c_fc (C, I), c_proj (I, C).
+    mlp='gated' (Llama's names): down_proj(silu(gate_proj(x)) * up_proj(x)), gate/up (C, I), down (I, C).
+    Each is one fused op (F.mlp, F.swiglu_mlp) with its hand-written backward.
+    """
 
     def __init__(self, config, dtype="float32"):
         super().__init__()
-        self.approximate = _GELU_APPROXIMATE[config.activation]
         self.p = config.dropout
-        self.c_fc = Linear(config.n_embd, config.intermediate_size, config.mlp_bias, dtype)
-        self.c_proj = Linear(config.intermediate_size, config.n_embd, config.mlp_bias, dtype, residual=True)
+        self.gated = config.mlp == "gated"
+        C, I, b = config.n_embd, config.intermediate_size, config.mlp_bias
+        if self.gated:
+            self.gate_proj = Linear(C, I, b, dtype)
+            self.up_proj = Linear(C, I, b, dtype)
+            self.down_proj = Linear(I, C, b, dtype, residual=True)
+        else:
+            self.approximate = _GELU_APPROXIMATE[config.activation]
+            self.c_fc = Linear(C, I, b, dtype)
+            self.c_proj = Linear(I, C, b, dtype, residual=True)
 
     def forward(self, x, generator=None):
-        if type(self.c_fc) is Linear and type(self.c_proj) is Linear:  # the fused op
+        if self.gated:
+            g, u, d = self.gate_proj, self.up_proj, self.down_proj
+            if all(type(m) is Linear for m in (g, u, d)):  # the fused op
+                y = F.swiglu_mlp(x, g.weight, u.weight, d.weight, g.bias, u.bias, d.bias)
+            else:  # a layer with an adapter (training.lora) computes its own linear
+                z = g(x)
+                y = d(z * ((F.tanh(z * 0.5) + 1.0) * 0.5) * u(x))  # silu(z) = z sigmoid(z), sigmoid via tanh
+        elif type(self.c_fc) is Linear and type(self.c_proj) is Linear:  # the fused op
             y = F.mlp(x, self.c_fc.weight, self.c_fc.bias, self.c_proj.weight, self.c_proj.bias,
                       approximate=self.approximate)
         else:  # a layer with an adapter (training.lora) computes its own linear
@@ -271,50 +305,106 @@ class MLP(Module):
 
 
 class CausalSelfAttention(Module):
-    """c_proj(causal multi-head attention(c_attn(x))), then residual dropout.
+    """o(causal attention(q, k, v)), then residual dropout; NH query heads, NKV key/value heads, head size HS.
 
-    c_attn (C, 3 NH HS) gives q, k, v side by side; attention-probability dropout happens inside the
-    fused attention op, residual dropout after c_proj (NH HS, C) (as nanoGPT).
+    layout 'gpt2': c_attn (C, (NH + 2 NKV) HS) gives q, k, v side by side, c_proj (NH HS, C).
+    layout 'llama': q_proj (C, NH HS), k_proj and v_proj (C, NKV HS), o_proj (NH HS, C), and with
+    qk_norm q_norm and k_norm (HS,) (one RMSNorm weight shared by the heads).
+    Steps: 1. q, k, v split into heads (B, NH|NKV, T, HS); 2. QK-norm (Qwen3) on q and k; 3. RoPE at
+    the absolute positions start .. start+T-1 (cos, sin given by the model); 4. causal attention,
+    key/value head h // (NH / NKV) for query head h, scale 1 / sqrt(HS), probability dropout inside;
+    5. the output projection. GPT-2's own case (NKV = NH, no RoPE, no QK-norm, fused c_attn) runs the
+    fused F.attention on c_attn's output, as before.
     """
 
     def __init__(self, config, dtype="float32"):
         super().__init__()
-        self.n_head = config.n_head
+        self.n_head, self.n_kv_head, self.head_size = config.n_head, config.n_kv_head, config.head_size
         self.p = config.dropout
-        inner = config.n_head * config.head_size
-        self.c_attn = Linear(config.n_embd, 3 * inner, config.qkv_bias, dtype)
-        self.c_proj = Linear(inner, config.n_embd, config.out_bias, dtype, residual=True)
-
-    def forward(self, x, generator=None, kv=None):
-        """kv = (k_cache, v_cache, start): attend from positions start.. against the cached keys and
-        values (see ops.attention.cached_attention), an inference path: no_grad, no dropout."""
-        qkv = self.c_attn(x)  # (B, T, 3 NH HS)
-        if kv is None:
-            y = F.attention(qkv, self.n_head, dropout=self.p, training=self.training, generator=generator)  # (B, T, NH HS)
+        self.fused = config.layout == "gpt2"
+        C, HS = config.n_embd, config.head_size
+        q_size, kv_size = config.n_head * HS, config.n_kv_head * HS
+        if self.fused:
+            self.c_attn = Linear(C, q_size + 2 * kv_size, config.qkv_bias, dtype)
+            self.c_proj = Linear(q_size, C, config.out_bias, dtype, residual=True)
         else:
-            if is_grad_enabled() or (self.training and self.p > 0):
-                raise RuntimeError("the KV cache is an inference path: call the model under no_grad() in eval mode")
-            y = Tensor(cached_attention(qkv.data, self.n_head, *kv))  # (B, T, NH HS)
-        y = self.c_proj(y)
-        return _dropout(y, self.p, self.training, generator)
+            self.q_proj = Linear(C, q_size, config.qkv_bias, dtype)
+            self.k_proj = Linear(C, kv_size, config.qkv_bias, dtype)
+            self.v_proj = Linear(C, kv_size, config.qkv_bias, dtype)
+            self.o_proj = Linear(q_size, C, config.out_bias, dtype, residual=True)
+            if config.qk_norm:
+                self.q_norm = RMSNorm(HS, config.norm_eps, dtype)
+                self.k_norm = RMSNorm(HS, config.norm_eps, dtype)
+        self.qk_norm = config.qk_norm
+        self.rope = config.pos_encoding == "rope"
+        self.gpt2_core = self.fused and not self.rope and config.n_kv_head == config.n_head
+
+    def forward(self, x, generator=None, kv=None, rope=None):
+        """kv = (k_cache, v_cache, start): attend from positions start.. against the cached keys and
+        values (see ops.attention.cached_attention), an inference path: no_grad, no dropout.
+        rope = (cos, sin) (T, HS) at these positions, when the model uses RoPE."""
+        if kv is not None and (is_grad_enabled() or (self.training and self.p > 0)):
+            raise RuntimeError("the KV cache is an inference path: call the model under no_grad() in eval mode")
+        out = self.c_proj if self.fused else self.o_proj
+        if self.gpt2_core:
+            qkv = self.c_attn(x)  # (B, T, 3 NH HS)
+            if kv is None:
+                y = F.attention(qkv, self.n_head, dropout=self.p, training=self.training, generator=generator)
+            else:
+                y = Tensor(cached_attention(qkv.data, self.n_head, *kv))  # (B, T, NH HS)
+            return _dropout(out(y), self.p, self.training, generator)
+        q, k, v = self._heads(x)  # 1. (B, NH, T, HS), (B, NKV, T, HS) x 2
+        if self.qk_norm:  # 2.
+            q, k = self.q_norm(q), self.k_norm(k)
+        if self.rope:  # 3.
+            cos, sin = rope
+            q, k = F.rope(q, cos, sin), F.rope(k, cos, sin)
+        if kv is None:  # 4. (B, T, NH HS)
+            y = F.grouped_query_attention(q, k, v, dropout=self.p, training=self.training, generator=generator)
+        else:
+            y = Tensor(cached_grouped_query_attention(q.data, k.data, v.data, *kv))
+        return _dropout(out(y), self.p, self.training, generator)  # 5.
+
+    def _heads(self, x):
+        """1. q (B, NH, T, HS), k and v (B, NKV, T, HS) from x (B, T, C)."""
+        B, T, _ = x.shape
+        NH, NKV, HS = self.n_head, self.n_kv_head, self.head_size
+        if self.fused:
+            q, k, v = F.split(self.c_attn(x), [NH * HS, NKV * HS, NKV * HS], axis=-1)
+        else:
+            q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
+        split = lambda t, n: F.transpose(F.reshape(t, (B, T, n, HS)), (0, 2, 1, 3))  # noqa: E731
+        return split(q, NH), split(k, NKV), split(v, NKV)
+
+
+_BLOCK_NAMES = {  # layout -> names of (first norm, attention, second norm, MLP)
+    "gpt2": ("ln_1", "attn", "ln_2", "mlp"),
+    "llama": ("input_layernorm", "self_attn", "post_attention_layernorm", "mlp"),
+}
 
 
 class Block(Module):
-    """Pre-norm transformer block: x + attn(ln_1(x)), then x + mlp(ln_2(x))."""
+    """Pre-norm transformer block: x + attn(norm_1(x)), then x + mlp(norm_2(x)).
+
+    The children carry the layout's names (GPT-2: ln_1, attn, ln_2, mlp; Llama: input_layernorm,
+    self_attn, post_attention_layernorm, mlp); forward reaches them through the same four."""
 
     def __init__(self, config, dtype="float32"):
         super().__init__()
-        self.ln_1 = norm_layer(config, dtype)
-        self.attn = CausalSelfAttention(config, dtype)
-        self.ln_2 = norm_layer(config, dtype)
-        self.mlp = MLP(config, dtype)
+        names = _BLOCK_NAMES[config.layout]
+        parts = (norm_layer(config, dtype), CausalSelfAttention(config, dtype), norm_layer(config, dtype),
+                 MLP(config, dtype))
+        for name, part in zip(names, parts):
+            setattr(self, name, part)
+        object.__setattr__(self, "_parts", parts)  # not registered again: the names above own them
 
-    def forward(self, x, generator=None, kv=None):
-        x = x + self.attn(self.ln_1(x), generator=generator, kv=kv)
-        return x + self.mlp(self.ln_2(x), generator=generator)
+    def forward(self, x, generator=None, kv=None, rope=None):
+        norm_1, attn, norm_2, mlp = self._parts
+        x = x + attn(norm_1(x), generator=generator, kv=kv, rope=rope)
+        return x + mlp(norm_2(x), generator=generator)
 
 
 __all__ = [
-    "Parameter", "Module", "ModuleList", "Linear", "Embedding", "LayerNorm", "MLP",
+    "Parameter", "Module", "ModuleList", "Linear", "Embedding", "LayerNorm", "RMSNorm", "MLP",
     "CausalSelfAttention", "Block", "init_parameters", "norm_layer",
 ]

@@ -312,7 +312,7 @@ def _hf_dir(tmp_path, **config_changes):
 @pytest.mark.parametrize("change, message", [
     (dict(activation_function="relu"), r"activation_function 'relu' is not supported; npgpt runs the tanh GELU"),
     (dict(activation_function="gelu_10"), r"activation_function 'gelu_10' is not supported"),
-    (dict(model_type="llama"), r"model_type 'llama'; npgpt reads GPT-2"),
+    (dict(model_type="mistral"), r"model_type 'mistral'; npgpt reads gpt2, llama, qwen2, qwen3 checkpoints"),
     (dict(n_inner=7), r"(?s)do not fit config.json's model.*mlp.c_fc.weight: expected \(10, 7\), got \(10, 40\)"),
     (dict(scale_attn_by_inverse_layer_idx=True), r"scale_attn_by_inverse_layer_idx=True"),
     (dict(n_head=3), r"n_embd=10 must be divisible by n_head=3"),

@@ -168,7 +168,8 @@ def _add_sample(p: argparse.ArgumentParser) -> None:
         return parse
 
     p.add_argument("checkpoint", help="a training directory (its best.safetensors, else ckpt.safetensors), a checkpoint "
-                                      "file, a GPT-2 / Hugging Face directory (config.json, model.safetensors, vocab.json, merges.txt), "
+                                      "file, a Hugging Face directory of GPT-2, Llama, Qwen2 or Qwen3 (config.json, "
+                                      "model.safetensors, vocab.json + merges.txt or tokenizer.json), "
                                       "or a Hugging Face hub name such as gpt2 (downloaded with npgpt[hf], then cached)")
     prompt = p.add_mutually_exclusive_group()
     prompt.add_argument("--prompt", help="text to continue (default: <|endoftext|> if the tokenizer has it, else a newline)")

@@ -11,6 +11,7 @@ import re
 
 from ..fileio import replace_dir
 from ..generation.loading import is_pretrained_dir
+from ..models import hf_llama
 from ..training.checkpoint import load_checkpoint
 from ..training.lora import lora_layers, merge_lora, save_adapter
 from ..training.start import model_from_checkpoint
@@ -22,7 +23,8 @@ EXPORT_FILE = re.compile(r"config\.json|generation_config\.json|model(-\d+-of-\d
 
 def export_checkpoint(checkpoint: str, out_dir: str, tokenizer: bool = True, dtype: str | None = None, log=print,
                       merge: bool = False) -> list[str]:
-    """`npgpt export`: an npgpt checkpoint (file or training directory) as a GPT-2 directory.
+    """`npgpt export`: an npgpt checkpoint (file or training directory) as a Hugging Face directory
+    (GPT-2, or llama / qwen2 / qwen3 for a Llama-layout model).
 
     out_dir is replaced as a whole (fileio.replace_dir): a kill at any moment leaves the old export
     or the new one, and no file of an older export stays beside the new weights. A directory that
@@ -55,6 +57,7 @@ def export_checkpoint(checkpoint: str, out_dir: str, tokenizer: bool = True, dty
     with replace_dir(out_dir, keep_only=EXPORT_FILE.fullmatch, what="GPT-2 export") as tmp:
         names = [os.path.basename(w) for w in model.save_pretrained(tmp, tokenizer=tok)]
     written = [os.path.join(out_dir, n) for n in names]
-    log(f"exported {ckpt.path} (step {ckpt.iter_num}) as a GPT-2 directory: {', '.join(names)} "
+    kind = "GPT-2" if model.config.layout == "gpt2" else hf_llama.model_type_of(model.config)
+    log(f"exported {ckpt.path} (step {ckpt.iter_num}) as a {kind} directory: {', '.join(names)} "
         f"-> {out_dir}" + ("" if tok is not None else " (no tokenizer)"))
     return written

@@ -30,14 +30,15 @@ from ..tensor import Tensor, no_grad
 class KVCache:
     """Keys and values of every attention layer for the positions run so far (inference only).
 
-    k[i], v[i]: (B, NH, block_size, HS) buffers on the model's device in its dtype; positions
+    k[i], v[i]: (B, NKV, block_size, HS) buffers on the model's device in its dtype (only the n_kv_head
+    key/value heads: grouped-query attention's cache is NH / NKV times smaller); positions
     0 .. length-1 are filled. `model(ids, cache=cache)` runs ids at positions length .. length+T-1,
     writes their keys and values, and advances length by T. reset() empties it (buffers kept).
     """
 
     def __init__(self, model, batch_size: int):
         c = model.config
-        shape = (batch_size, c.n_head, c.block_size, c.head_size)
+        shape = (batch_size, c.n_kv_head, c.block_size, c.head_size)
         xp = model.xp
         self.batch_size = batch_size
         self.k = [xp.zeros(shape, dtype=model.dtype) for _ in range(c.n_layer)]

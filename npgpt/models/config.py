@@ -17,6 +17,13 @@ Families differ by fields, not by copies of the model:
     biases           bias=True everywhere        none, q/k/v (Qwen2: qkv_bias), or all (attention_bias)
     qk_norm          False                       Qwen3: RMSNorm over the head size on q and k
     tie_embeddings   True                        either
+    layout           "gpt2"                      "llama"
+
+`layout` names the parameters and lays them out: 'gpt2' keeps GPT-2's names (transformer.h.0.attn.c_attn,
+fused q/k/v, so a state dict is a GPT-2 state dict), 'llama' Hugging Face Llama's (model.layers.0.self_attn.q_proj,
+separate q/k/v, mlp.gate_proj/up_proj/down_proj), so loading either family's checkpoint is a copy.
+The gated MLP and QK-norm exist only in the 'llama' layout, and the 'llama' layout holds only
+Llama-family models (rmsnorm, gated MLP, rope). A stored config without the key (older checkpoints) is 'gpt2'.
 
 `n_kv_head`, `head_size`, `intermediate_size` and the four bias switches may be given as None; the
 constructor resolves them (n_head, n_embd // n_head, 4 * n_embd, `bias`), so a stored config always
@@ -37,15 +44,16 @@ ACTIVATIONS = ("gelu_tanh", "gelu", "silu")
 POS_ENCODINGS = ("learned", "sinusoidal", "rope")
 ROPE_TYPES = ("default", "linear", "llama3")
 BIASES = ("qkv_bias", "out_bias", "mlp_bias", "norm_bias")
+LAYOUTS = ("gpt2", "llama")
 
 # Each family's defaults, which `npgpt train --arch NAME` starts from; every field stays a flag.
 ARCHS: dict[str, dict] = {
     "gpt2": {},
-    "llama": dict(norm="rmsnorm", mlp="gated", activation="silu", pos_encoding="rope", bias=False,
+    "llama": dict(layout="llama", norm="rmsnorm", mlp="gated", activation="silu", pos_encoding="rope", bias=False,
                   tie_embeddings=False, rope_theta=500000.0),
-    "qwen2": dict(norm="rmsnorm", mlp="gated", activation="silu", pos_encoding="rope", bias=False,
+    "qwen2": dict(layout="llama", norm="rmsnorm", mlp="gated", activation="silu", pos_encoding="rope", bias=False,
                   qkv_bias=True, norm_eps=1e-6, rope_theta=1000000.0),
-    "qwen3": dict(norm="rmsnorm", mlp="gated", activation="silu", pos_encoding="rope", bias=False,
+    "qwen3": dict(layout="llama", norm="rmsnorm", mlp="gated", activation="silu", pos_encoding="rope", bias=False,
                   qk_norm=True, norm_eps=1e-6, rope_theta=1000000.0),
 }
 
@@ -83,6 +91,8 @@ class GPTConfig:
     norm_bias: bool | None = _h("a bias in each layernorm (none: bias; rmsnorm has none)", None)
     qk_norm: bool = _h("RMSNorm over the head size on queries and keys, before RoPE (Qwen3)", False)
     tie_embeddings: bool = _h("share the token embedding with the output head", True)
+    layout: str = _h("parameter names and layout: 'gpt2' (transformer.h.0.attn.c_attn) or 'llama' "
+                     "(model.layers.0.self_attn.q_proj)", "gpt2")
 
     def __post_init__(self):
         set_ = lambda name, v: object.__setattr__(self, name, v)  # noqa: E731 - frozen: resolve in place
@@ -96,7 +106,8 @@ class GPTConfig:
                 raise ValueError(f"GPTConfig.{name} must be a positive integer, got {v!r}")
             set_(name, int(v))  # a NumPy integer becomes a plain int (JSON-able)
         for name, choices in (("norm", NORMS), ("mlp", MLPS), ("activation", ACTIVATIONS),
-                              ("pos_encoding", POS_ENCODINGS), ("rope_type", ROPE_TYPES)):
+                              ("pos_encoding", POS_ENCODINGS), ("rope_type", ROPE_TYPES),
+                              ("layout", LAYOUTS)):
             if getattr(self, name) not in choices:
                 raise ValueError(f"GPTConfig.{name} must be one of {choices}, got {getattr(self, name)!r}")
         if self.norm == "rmsnorm" and self.norm_bias:
@@ -149,6 +160,15 @@ class GPTConfig:
         if (self.mlp == "gated") != (self.activation == "silu"):
             raise ValueError(f"GPTConfig: mlp={self.mlp!r} with activation={self.activation!r}: the standard MLP runs "
                              "a GELU ('gelu_tanh', 'gelu'), the gated one SiLU (SwiGLU)")
+        if self.layout == "gpt2" and (self.mlp == "gated" or self.qk_norm):
+            raise ValueError("GPTConfig: " + ("mlp='gated'" if self.mlp == "gated" else "qk_norm=True") +
+                             " needs layout='llama' (GPT-2's layout has no gate_proj / q_norm; --arch llama sets it)")
+        if self.layout == "llama":
+            bad = [f"{n}={getattr(self, n)!r}" for n, want in (("norm", "rmsnorm"), ("mlp", "gated"),
+                                                               ("pos_encoding", "rope")) if getattr(self, n) != want]
+            if bad:
+                raise ValueError(f"GPTConfig: layout='llama' holds the Llama family (rmsnorm, gated MLP, rope), "
+                                 f"not {', '.join(bad)}")
 
     # --- derived ------------------------------------------------------------------------------
     @property

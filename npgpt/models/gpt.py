@@ -7,6 +7,16 @@ Parameter names and layouts are GPT-2's, so `state_dict()` is a GPT-2 state dict
     transformer.ln_f.weight/bias (C,)        lm_head.weight (V, C)  [only when tie_embeddings=False]
 Linear weights are (in, out), used as x @ W. The head is (V, C) as in GPT-2/HF, tied or not:
 logits = x @ W^T, so an untied head loads from HF's `lm_head.weight` as a copy.
+
+With config.layout == 'llama' the same model carries Hugging Face Llama's names (Qwen2/Qwen3 too):
+    model.embed_tokens.weight (V, C)                  model.layers.{i}.input_layernorm.weight (C,)
+    model.layers.{i}.self_attn.q_proj.weight (C, NH HS) / bias     .k_proj, .v_proj (C, NKV HS) / bias
+    model.layers.{i}.self_attn.o_proj.weight (NH HS, C) / bias     .q_norm.weight, .k_norm.weight (HS,)
+    model.layers.{i}.post_attention_layernorm.weight (C,)          .mlp.gate_proj, .up_proj (C, I), .down_proj (I, C)
+    model.norm.weight (C,)                            lm_head.weight (V, C)  [only when untied]
+Hugging Face's nn.Linear stores (out, in): its weights load transposed (npgpt.models.hf_llama).
+RoPE's cos/sin tables (block_size, HS) are built once per model from rope_inv_freq in float64 and cast
+once; a forward takes the rows of its absolute positions, so the KV cache never rotates past keys again.
 """
 
 from __future__ import annotations
@@ -21,7 +31,7 @@ from .config import GPTConfig
 
 
 class GPT(Module):
-    """A GPT-2 style decoder-only transformer.
+    """A decoder-only transformer of either family (GPT-2, or Llama / Qwen2 / Qwen3), as its config describes.
 
     model(idx, targets=None) -> (logits (B, T, V), loss or None).
     Weights are drawn from `npgpt.backend.rng(seed)` in float64 on the CPU, then cast to `dtype`
@@ -40,18 +50,20 @@ class GPT(Module):
         if config.vocab_size is None:
             raise ValueError("GPTConfig.vocab_size is None: give the vocabulary's size to build a model "
                              "(training fills it from the data)")
-        _refuse_unbuilt(config)
         object.__setattr__(self, "config", config)
         object.__setattr__(self, "dtype", resolve_dtype(dtype))
         object.__setattr__(self, "device", resolve_device(device))
         c, dt = config, self.dtype
         t = Module()  # built on the host, drawn there (init), then moved once
-        t.wte = Embedding(c.vocab_size, c.n_embd, dt)
+        wte, wpe, h, ln_f = _NAMES[c.layout][1:]
+        setattr(t, wte, Embedding(c.vocab_size, c.n_embd, dt))
         if c.pos_encoding == "learned":
-            t.wpe = Embedding(c.block_size, c.n_embd, dt)
-        t.h = ModuleList(Block(c, dt) for _ in range(c.n_layer))
-        t.ln_f = norm_layer(c, dt)
-        self.transformer = t
+            setattr(t, wpe, Embedding(c.block_size, c.n_embd, dt))
+        setattr(t, h, ModuleList(Block(c, dt) for _ in range(c.n_layer)))
+        setattr(t, ln_f, norm_layer(c, dt))
+        setattr(self, _NAMES[c.layout][0], t)
+        # the layout's names for the same four parts (not registered twice)
+        object.__setattr__(self, "_parts", (getattr(t, wte), getattr(t, wpe) if c.pos_encoding == "learned" else None, getattr(t, h), getattr(t, ln_f)))
         if not c.tie_embeddings:
             self.lm_head = Module()
             self.lm_head.weight = Parameter(np.zeros((c.vocab_size, c.n_embd), dt))
@@ -62,6 +74,12 @@ class GPT(Module):
         if c.pos_encoding == "sinusoidal":
             sin = to_device(F.sinusoidal_positions(c.block_size, c.n_embd, dtype=dt), self.device)
         object.__setattr__(self, "_sinusoid", sin)  # (block_size, C), a constant
+        rope = None
+        if c.pos_encoding == "rope":  # (block_size, HS) each, float64 math cast once (see npgpt.ops.rope)
+            inv = F.rope_inv_freq(c.head_size, c.rope_theta, c.rope_type, c.rope_factor, c.rope_low_freq_factor,
+                                  c.rope_high_freq_factor, c.rope_original_max_position)
+            rope = F.rope_cos_sin(np.arange(c.block_size), inv, dtype=dt, like=self._parts[0].weight)
+        object.__setattr__(self, "_rope", rope)
         object.__setattr__(self, "_dropout_generator", rng([seed, 1]))
 
     # --- dropout randomness -----------------------------------------------------------------
@@ -123,7 +141,12 @@ class GPT(Module):
 
     @property
     def xp(self):
-        return get_xp(self.transformer.wte.weight.data)
+        return get_xp(self._parts[0].weight.data)
+
+    @property
+    def embedding(self) -> Embedding:
+        """The token embedding (transformer.wte, or model.embed_tokens in the Llama layout)."""
+        return self._parts[0]
 
     def forward(self, idx, targets=None, cache=None):
         """idx (B, T) integer ids -> (logits (B, T, V), mean cross-entropy over targets or None).
@@ -134,22 +157,26 @@ class GPT(Module):
         idx, targets = self._check_ids(idx, targets)
         B, T = idx.shape
         t0 = 0 if cache is None else self._check_cache(cache, B, T, targets)
-        c, tr, gen = self.config, self.transformer, self._dropout_generator
-        x = tr.wte(idx)  # (B, T, C)
+        c, gen = self.config, self._dropout_generator
+        wte, wpe, blocks, ln_f = self._parts
+        x = wte(idx)  # (B, T, C)
+        rope = None
         if c.pos_encoding == "learned" and t0 == 0:
-            x = x + F.position_embedding(T, tr.wpe.weight)  # (T, C) broadcast over B
+            x = x + F.position_embedding(T, wpe.weight)  # (T, C) broadcast over B
         elif c.pos_encoding == "learned":
-            x = x + F.embedding(self.xp.arange(t0, t0 + T), tr.wpe.weight, check_ids=False)  # positions t0 .. t0+T-1
-        else:
+            x = x + F.embedding(self.xp.arange(t0, t0 + T), wpe.weight, check_ids=False)  # positions t0 .. t0+T-1
+        elif c.pos_encoding == "sinusoidal":
             x = x + Tensor(self._sinusoid[t0:t0 + T])
+        else:
+            rope = (self._rope[0][t0:t0 + T], self._rope[1][t0:t0 + T])  # (T, HS) each, rotated in attention
         if self.training and c.dropout > 0:
             x = F.dropout(x, c.dropout, True, generator=gen)
-        for i, block in enumerate(tr.h):
-            x = block(x, generator=gen, kv=None if cache is None else (cache.k[i], cache.v[i], t0))
+        for i, block in enumerate(blocks):
+            x = block(x, generator=gen, kv=None if cache is None else (cache.k[i], cache.v[i], t0), rope=rope)
         if cache is not None:
             cache.length = t0 + T
-        x = tr.ln_f(x)
-        head = tr.wte.weight if c.tie_embeddings else self.lm_head.weight  # (V, C)
+        x = ln_f(x)
+        head = wte.weight if c.tie_embeddings else self.lm_head.weight  # (V, C)
         logits = F.linear(x, F.transpose(head, (1, 0)))  # (B, T, V)
         loss = None
         if targets is not None:
@@ -179,36 +206,27 @@ class GPT(Module):
     # --- GPT-2 / Hugging Face directories (npgpt/hf.py) -------------------------------------
     @classmethod
     def from_pretrained(cls, path_or_name, dtype="float32", device=None, dropout=None, seed: int = 0) -> "GPT":
-        """A GPT-2 directory's model (config.json + model.safetensors or pytorch_model.bin), or a hub
-        name such as "gpt2" downloaded through huggingface_hub; in eval mode, with the directory's
-        tokenizer as `model.tokenizer` (None without vocab.json + merges.txt). dropout: None takes
+        """A Hugging Face directory's model (config.json with model_type gpt2, llama, qwen2 or qwen3 +
+        model.safetensors or pytorch_model.bin), or a hub name such as "gpt2" downloaded through
+        huggingface_hub; in eval mode, with the directory's tokenizer as `model.tokenizer` (vocab.json +
+        merges.txt or tokenizer.json; None without). dropout: None takes
         the config's; seed seeds only the dropout generator. See npgpt.models.hf."""
         from .hf import load_pretrained  # noqa: PLC0415 - hf.py sits above model.py
 
         return load_pretrained(cls, path_or_name, dtype=dtype, device=device, dropout=dropout, seed=seed)
 
     def save_pretrained(self, path, tokenizer=None) -> list[str]:
-        """Write a GPT-2 directory that transformers' GPT2LMHeadModel.from_pretrained loads: config.json,
-        model.safetensors, and the tokenizer's vocab.json + merges.txt (+ tokenizer_config.json,
-        special_tokens_map.json) for `tokenizer`, else `self.tokenizer` when set. A model GPT-2 cannot
-        express (sinusoidal positions, no bias) raises ValueError saying which. Returns the paths."""
+        """Write a directory that transformers.AutoModelForCausalLM.from_pretrained loads as the same
+        class: config.json, model.safetensors, and the tokenizer (`tokenizer`, else `self.tokenizer`
+        when set): GPT-2's vocab.json + merges.txt (+ tokenizer_config.json, special_tokens_map.json),
+        or tokenizer.json for the Llama family (llama, qwen2 or qwen3, whichever holds the config). A
+        model the family cannot express (GPT-2: sinusoidal positions, no bias) raises ValueError saying
+        which. Returns the paths."""
         from .hf import save_pretrained  # noqa: PLC0415
 
         return save_pretrained(self, path, tokenizer)
 
 
-def _refuse_unbuilt(c: GPTConfig) -> None:
-    """The description's fields that this model cannot run yet, by name."""
-    bad = []
-    if c.norm != "layernorm":
-        bad.append(f"norm={c.norm!r}")
-    if c.mlp != "standard":
-        bad.append(f"mlp={c.mlp!r}")
-    if c.pos_encoding == "rope":
-        bad.append("pos_encoding='rope'")
-    if c.n_kv_head != c.n_head:
-        bad.append(f"n_kv_head={c.n_kv_head} (grouped-query attention)")
-    if c.qk_norm:
-        bad.append("qk_norm=True")
-    if bad:
-        raise ValueError("this model cannot be built yet: " + ", ".join(bad))
+# layout -> names of (the trunk, token embedding, position embedding, blocks, final norm)
+_NAMES = {"gpt2": ("transformer", "wte", "wpe", "h", "ln_f"),
+          "llama": ("model", "embed_tokens", None, "layers", "norm")}
