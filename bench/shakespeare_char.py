@@ -11,6 +11,16 @@ machine; each prints its evals, then both final val losses and wall times.
 
     python bench/shakespeare_char.py                      # the full recipe (npgpt ~3 min, torch ~2 min on 2 idle cores)
     python bench/shakespeare_char.py --max-iters 50 --eval-iters 5    # a smoke run
+    python bench/shakespeare_char.py --nanogpt /tmp/nanogpt --eval-iters 20   # against nanoGPT's own train.py
+
+--nanogpt PATH races nanoGPT's own train.py instead of the twin: a checkout of
+https://github.com/karpathy/nanoGPT kept outside this repository (`git clone
+https://github.com/karpathy/nanoGPT /tmp/nanogpt`; nothing of it is copied here). It runs the README's
+CPU command (config/train_shakespeare_char.py --device=cpu --compile=False, 4L/128, block 64, batch 12,
+dropout 0, --dtype=float32) as a child process on the very bins npgpt trains on (train.bin and val.bin,
+uint16 in both, plus the meta.pkl with vocab_size that train.py reads, in a nanoGPT-layout copy under
+--out); its batches are its own (torch.randint). Wall time counts from its first eval line (after
+imports, as npgpt's counts from train()); the process's whole wall time is printed too.
 The text comes from --data-path, $NPGPT_DATA, ../shared/data/tinyshakespeare.txt, or a checked download.
 """
 
@@ -38,6 +48,7 @@ def parse():
     ap.add_argument("--twin", choices=("nanogpt", "primitives"), default="nanogpt",
                     help="the PyTorch side: reference/nanogpt.py, written as people write it (SDPA, F.gelu, "
                          "torch AdamW; default), or reference/model.py, the op-by-op exactness twin")
+    ap.add_argument("--nanogpt", metavar="PATH", help="a nanoGPT checkout: race its own train.py (see above) instead of --twin")
     return ap.parse_args()
 
 
@@ -125,6 +136,56 @@ def run_torch(cfg: TrainConfig, data: TokenData) -> tuple[float, float]:
     return last["val"], time.perf_counter() - t0
 
 
+def run_nanogpt(cfg: TrainConfig, data_dir: str, vocab_size: int) -> tuple[float, float]:
+    """nanoGPT's own train.py on npgpt's bins, as a child process: (final val loss, seconds from its
+    first eval line to its exit)."""
+    import pickle  # noqa: PLC0415 - nanoGPT's train.py reads meta.pkl; only its vocab_size is written
+    import re  # noqa: PLC0415
+    import shutil  # noqa: PLC0415
+    import subprocess  # noqa: PLC0415
+
+    repo = os.path.abspath(ARGS.nanogpt)
+    if not os.path.isfile(os.path.join(repo, "train.py")) or not os.path.isfile(os.path.join(repo, "configurator.py")):
+        raise SystemExit(f"--nanogpt {ARGS.nanogpt}: no nanoGPT checkout there (train.py, configurator.py); "
+                         "get one with: git clone https://github.com/karpathy/nanoGPT /tmp/nanogpt")
+    work = os.path.abspath(os.path.join(ARGS.out, "nanogpt"))
+    name = "npgpt_shakespeare_char"
+    ddir = os.path.join(work, "data", name)
+    os.makedirs(ddir, exist_ok=True)
+    for split in ("train.bin", "val.bin"):  # the same token ids, uint16 in both formats
+        shutil.copyfile(os.path.join(data_dir, split), os.path.join(ddir, split))
+    with open(os.path.join(ddir, "meta.pkl"), "wb") as f:
+        pickle.dump({"vocab_size": vocab_size}, f)
+    # train.py exec()s configurator.py and reads data/<dataset> from its working directory
+    shutil.copyfile(os.path.join(repo, "configurator.py"), os.path.join(work, "configurator.py"))
+    m = cfg.model
+    cmd = [sys.executable, os.path.join(repo, "train.py"), os.path.join(repo, "config", "train_shakespeare_char.py"),
+           "--device=cpu", "--compile=False", "--dtype=float32", f"--dataset={name}", f"--out_dir={os.path.join(work, 'out')}",
+           f"--eval_iters={cfg.eval_iters}", f"--eval_interval={cfg.eval_interval}", "--log_interval=50",
+           f"--block_size={m.block_size}", f"--batch_size={cfg.batch_size}", f"--n_layer={m.n_layer}", f"--n_head={m.n_head}",
+           f"--n_embd={m.n_embd}", f"--max_iters={cfg.max_iters}", f"--lr_decay_iters={max(cfg.decay_iters, cfg.warmup_iters + 1)}",  # train.py divides by their difference
+           f"--warmup_iters={cfg.warmup_iters}", "--dropout=0.0", "--wandb_log=False"]
+    env = dict(os.environ)
+    if ARGS.threads is not None:
+        env["OMP_NUM_THREADS"] = str(ARGS.threads)
+    t_start = time.perf_counter()
+    t0, last = None, None
+    with subprocess.Popen(cmd, cwd=work, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as proc:
+        tail = []
+        for line in proc.stdout:
+            tail = (tail + [line])[-20:]
+            hit = re.match(r"step (\d+): train loss ([\d.]+), val loss ([\d.]+)", line)
+            if hit:
+                t0 = t0 or time.perf_counter()
+                last = float(hit.group(3))
+                print(f"nanoGPT {line.strip()} ({time.perf_counter() - t0:.0f} s)", flush=True)
+    if proc.returncode or last is None:
+        raise SystemExit(f"nanoGPT's train.py failed (exit {proc.returncode}): {' '.join(cmd)}\n{''.join(tail)}")
+    end = time.perf_counter()
+    print(f"nanoGPT process wall time {end - t_start:.1f} s (imports included)")
+    return last, end - t0
+
+
 def main() -> int:
     data_dir = os.path.join(ARGS.out, "data")
     data_path = ARGS.data_path or (None if os.environ.get("NPGPT_DATA") or not os.path.isfile(SHARED) else SHARED)
@@ -136,7 +197,9 @@ def main() -> int:
         t0 = time.perf_counter()
         r = train(cfg)
         results["npgpt"] = (r.last_eval["val_loss"], time.perf_counter() - t0)
-    if ARGS.only in (None, "torch"):
+    if ARGS.only in (None, "torch") and ARGS.nanogpt:
+        results["nanoGPT train.py"] = run_nanogpt(cfg, data_dir, data.vocab_size)
+    elif ARGS.only in (None, "torch"):
         results[f"torch {ARGS.twin}"] = run_torch(cfg, data)
     print(f"\nTiny Shakespeare, nanoGPT CPU recipe, {cfg.max_iters} steps, eval on {cfg.eval_iters} batches "
           f"(nanoGPT reports val 1.88 at 2000 steps):")

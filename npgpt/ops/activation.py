@@ -9,8 +9,8 @@ from __future__ import annotations
 import math
 
 from .. import parallel
-from ..backend import get_xp
-from .erf import erf
+from ..backend import blocks_for_cache, get_xp
+from .erf import erf, normal_cdf_float32
 from ..function import Function
 from ._util import check_float, normalize_axes, row_blocks
 
@@ -38,7 +38,8 @@ def gelu_with_grad(x, approximate: str, grad: bool, overwrite: bool = False):
       2. y = x (1 + t) / 2
       3. d = (1 + t) / 2 + x (1 - t^2) du/dx / 2,   du/dx = K (1 + 3 A x^2)
     exact form:
-      1. Phi = (1 + erf(x / sqrt(2))) / 2
+      1. Phi = (1 + erf(x / sqrt(2))) / 2   (float32 on the CPU: from exp(-x^2 / 2) and a polynomial,
+         erf.normal_cdf_float32, sharing step 3's exp)
       2. y = x Phi
       3. d = Phi + x phi(x),   phi(x) = exp(-x^2 / 2) / sqrt(2 pi)
     (Gelu's docstring derives d.) The steps run on one block of rows at a time (`_in_row_blocks`)
@@ -77,6 +78,18 @@ def gelu_with_grad(x, approximate: str, grad: bool, overwrite: bool = False):
             g *= s
             g += yb  # 3. d = (1 + t) / 2 + x (1 - t^2) du/dx / 2
             yb *= xb  # 2. y = x (1 + t) / 2
+        elif _phi_from_exp(xp, xb):
+            e = g if g is not None else parallel.scratch(xp, "gelu_g", xb.shape, xb.dtype)
+            xp.multiply(xb, xb, out=e)
+            e *= -0.5
+            xp.exp(e, out=e)  # exp(-x^2 / 2): phi's, and Phi's tail too
+            normal_cdf_float32(xb, e, s, parallel.scratch(xp, "gelu_t", xb.shape, xb.dtype),
+                               parallel.scratch(xp, "gelu_sign", xb.shape, xp.int32))  # 1. Phi
+            if g is not None:
+                g *= xb
+                g *= _INV_SQRT_2PI
+                g += s  # 3. d = Phi + x phi(x)
+            xp.multiply(xb, s, out=yb)  # 2. y = x Phi
         else:
             xp.multiply(xb, _INV_SQRT2, out=s)
             erf(s, out=s)
@@ -95,6 +108,12 @@ def gelu_with_grad(x, approximate: str, grad: bool, overwrite: bool = False):
 
     _in_row_blocks(xp, rows, x2.shape[0], H)
     return y.reshape(x.shape), (d.reshape(x.shape) if grad else None)
+
+
+def _phi_from_exp(xp, x) -> bool:
+    """Whether the exact form takes Phi from exp(-x^2 / 2) (erf.normal_cdf_float32: float32 on the
+    CPU, a speed trick); float64 keeps math.erf's ulp (the parity tests), CuPy its own erf kernel."""
+    return blocks_for_cache(xp) and x.dtype == xp.float32
 
 
 def _in_row_blocks(xp, rows, n: int, H: int) -> None:

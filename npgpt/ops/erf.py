@@ -114,3 +114,58 @@ def erf(x, out=None):
         return y
     out[...] = y
     return out
+
+
+# --- Phi(x) for exact GELU in float32, sharing GELU's exp(-x^2 / 2) -----------------------------
+#
+# For z = |x| / sqrt(2): Phi(-|x|) = erfc(z) / 2 = exp(-z^2) R(z) / 2 with R(z) = exp(z^2) erfc(z),
+# a smooth function falling from R(0) = 1 like 1 / (z sqrt(pi)). With t = 1 / (1 + z / 2), which maps
+# z in [0, inf) onto t in (0, 1], R(z) / 2 = t P(t) for a degree-8 polynomial P. exp(-z^2) is
+# exp(-x^2 / 2), which GELU's derivative needs anyway, so Phi costs no exp of its own:
+#     w = Phi(-|x|) = exp(-x^2 / 2) t P(t),    Phi(x) = 1 - w for x >= +0,  w for x <= -0.
+# P's coefficients (highest power first) are a relative-error least-squares fit of R(z) / (2 t) on
+# 4000 points of t in [1/7, 1] (z up to 12; beyond, exp(-x^2 / 2) underflows in float32), reweighted
+# towards the worst points: max relative error 4.4e-8 in exact arithmetic; evaluated in float32,
+# w is within a few ulps everywhere, and unlike 1 + erf(x / sqrt(2)) it keeps its relative accuracy
+# in the left tail (no cancellation).
+PHI_POLY = (
+    -0.029681493746194706,
+    0.14300512688192216,
+    -0.24508635490004602,
+    0.14073409572465437,
+    -0.014483815118749653,
+    0.10183841053725494,
+    0.12142699940711807,
+    0.1412047722058201,
+    0.14104223704086047,
+)
+_T_SCALE = 2.0 * math.sqrt(2.0)  # t = 1 / (1 + |x| / (2 sqrt 2)) = 2 sqrt 2 / (2 sqrt 2 + |x|)
+
+
+def normal_cdf_float32(x: np.ndarray, e: np.ndarray, out: np.ndarray, t: np.ndarray, sign: np.ndarray) -> np.ndarray:
+    """Phi(x) of a float32 block into `out`, from e = exp(-x^2 / 2) (see above); `t` (float32) and
+    `sign` (int32) are work arrays of x's shape. A polynomial in contiguous passes instead of erf's
+    table gathers, and x's sign moved by bit operations (np.copysign and masked ufuncs are several
+    times slower than a plain pass): a speed trick, so exact GELU costs little more than the tanh form."""
+    np.abs(x, out=t)
+    t += _T_SCALE
+    np.divide(_T_SCALE, t, out=t)  # t = 1 / (1 + z / 2), z = |x| / sqrt 2
+    np.multiply(t, PHI_POLY[0], out=out)
+    out += PHI_POLY[1]
+    for c in PHI_POLY[2:]:  # Horner: P(t)
+        out *= t
+        out += c
+    out *= t
+    out *= e  # w = Phi(-|x|) = exp(-x^2 / 2) t P(t) >= 0
+    np.bitwise_and(x.view(np.int32), _SIGN_BIT, out=sign)  # x's sign bit
+    w_bits = out.view(np.int32)
+    w_bits |= sign  # out = copysign(w, x): +w for x >= +0, -w for x <= -0
+    sign |= _HALF_BITS  # copysign(1/2, x)
+    h = sign.view(np.float32)
+    h += 0.5  # 1 for x >= +0, 0 for x <= -0 (exact)
+    np.subtract(h, out, out=out)  # Phi = 1 - w, or 0 + w (exact)
+    return out
+
+
+_SIGN_BIT = np.int32(-(2**31))  # float32's sign bit as an int32 mask
+_HALF_BITS = np.int32(np.array(0.5, dtype=np.float32).view(np.int32))
