@@ -3,7 +3,10 @@
 tests/fixtures/v1/ holds two training runs written by checkpoint format 1 (npgpt at de4dadc, before
 the one-model-description redesign), with what that code computed from them (expected.json, made
 by tests/fixtures/make_v1.py): the logits for a fixed input, the greedy text, and where a resumed
-run ends. Today's code must reproduce each bit for bit.
+run ends. Today's code must give the same text and the same numbers to float64 rounding: the ops
+may sum in another order than the code that wrote the files did (attention normalises its softmax
+after the product since), which moves the last bits of a float64 result and nothing else; a format
+or mapping fault would be off by far more than 1e-12.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ def test_v1_checkpoint_loads_with_its_model_once(name):
     assert "ln_eps" not in c.model_config and c.model_config["norm_eps"] == 1e-5
     model, tok = load_model(os.path.join(V1, name, "run", ck.LATEST), dtype="float64")
     logits, _ = model(np.array(EXPECTED[name]["ids"]))
-    np.testing.assert_array_equal(logits.data, np.array(EXPECTED[name]["logits"]))
+    np.testing.assert_allclose(logits.data, np.array(EXPECTED[name]["logits"]), rtol=1e-12, atol=1e-15)
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
@@ -49,9 +52,11 @@ def test_v1_checkpoint_resumes_the_same_run(name, tmp_path):
     assert cfg.model.n_layer == {"char": 2, "bpe": 1}[name]
     res = train(cfg, log=lambda *a: None)
     want = EXPECTED[name]
-    assert res.iter_num == want["resumed_iter"] and res.best_val_loss == want["resumed_best_val_loss"]
+    assert res.iter_num == want["resumed_iter"]
+    assert res.best_val_loss == pytest.approx(want["resumed_best_val_loss"], rel=1e-12)
     model, _ = load_model(str(out / ck.LATEST), dtype="float64")
     for k, v in model.state_dict().items():
-        np.testing.assert_array_equal(np.asarray(v).ravel()[:6], want["resumed_weights"][k], err_msg=k)
+        np.testing.assert_allclose(np.asarray(v).ravel()[:6], want["resumed_weights"][k], rtol=1e-11, atol=1e-14,
+                                   err_msg=k)
     resaved = ck.load_checkpoint(str(out / ck.LATEST))
     assert "n_layer" not in resaved.train_config and resaved.model_config["n_layer"] == cfg.model.n_layer

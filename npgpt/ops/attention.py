@@ -47,18 +47,21 @@ class Attention(Function):
 
     Shapes:   qkv (B, T, 3C)  ->  y (B, T, C)
     Saved:    q, k, v (views of qkv), the softmax's row maxima m and reciprocal row sums r
-              (B, NH, T, 1) each, and the boolean keep mask when dropout is active; nothing under
-              no_grad. Backward rebuilds P = exp(S - m) * r from q, k, m, r with the forward's
-              bits, so no (B, NH, T, T) array lives between the passes. Steps 2-6 (and their
-              backward) run a few sequences at a time on the thread pool (npgpt.parallel), so
-              each block's (b, NH, T, T) temporaries stay in cache.
+              (B, NH, T, 1) each, the output y (which c_proj keeps as its input anyway), and the
+              boolean keep mask when dropout is active; nothing under no_grad. Backward rebuilds
+              E = exp(S - m) (so P = E * r) from q, k, m with the forward's bits, so no
+              (B, NH, T, T) array lives between the passes. Steps 2-6 (and their backward) run a
+              few sequences at a time on the thread pool (npgpt.parallel), so each block's
+              (b, NH, T, T) temporaries stay in cache; P = E * r is never formed: r scales the
+              (T, HS) operands and results instead (Y = (E @ v) * r, r dY in backward).
     Backward: walking the steps in reverse, with dy (B, T, C):
       7. dY = dy split into heads                                       (B, NH, T, HS)
       6. dA = dY @ v^T,   dv = A^T @ dY      (P rebuilt by steps 2-4 with the saved m and r;
                                                A = P * keep / (1 - p))
       5. dP = dA * keep / (1 - p)
-      4. softmax: P_ij = e^S_ij / sum_l e^S_il gives dS_ij = P_ij (dP_ij - sum_l dP_il P_il),
-         i.e. dS = P * (dP - sum(dP * P, -1))
+      4. softmax: P_ij = e^S_ij / sum_l e^S_il gives dS_ij = P_ij (dP_ij - D_i) with
+         D_i = sum_l dP_il P_il = sum_l dA_il A_il = dY_i . Y_i   (a (T, HS) row dot, not (T, T)),
+         i.e. dS = P * (dP - D) = E * (r dP - r D)
       3. masked entries have P = 0, so dS is already 0 there: nothing flows to the future
       2. dq = s * dS @ k,   dk = s * dS^T @ q
       1. dqkv = [dq, dk, dv] with heads merged, side by side on the last axis   (B, T, 3C)
@@ -80,24 +83,27 @@ class Attention(Function):
             keep = dropout_keep(generator, (B, NH, T, T), dropout, qkv)  # (B, NH, T, T) booleans
             self.inv_keep_prob = qkv.dtype.type(1.0 / (1.0 - dropout))
         bias = _causal_bias(xp, T, qkv.dtype)
+        ones = xp.ones((T, 1), dtype=qkv.dtype)  # the row sums of step 4 as a matrix-vector product
         rec = self.recording
         m = xp.empty((B, NH, T, 1), dtype=qkv.dtype) if rec else None  # row maxima of S
         r = xp.empty((B, NH, T, 1), dtype=qkv.dtype) if rec else None  # 1 / row sums of exp(S - m)
         y = xp.empty((B, T, NH, HS), dtype=qkv.dtype)
+        Y = y.transpose(0, 2, 1, 3)  # (B, NH, T, HS), a view into y's layout
 
         def sequences(b0, b1):  # steps 2-6 on a few sequences, in cache, on the thread pool
+            sq = _scaled(xp, q[b0:b1], scale)  # s q (b, NH, T, HS), scaled once for every chunk
             for r0, r1 in _query_chunks(xp, T):  # query rows r0:r1 see keys 0:r1 only
-                att = _softmax_scores(xp, q[b0:b1, :, r0:r1], k[b0:b1, :, :r1], scale, bias[r0:r1, :r1],
-                                      None if m is None else m[b0:b1, :, r0:r1],
-                                      None if r is None else r[b0:b1, :, r0:r1])  # 2.-4. P (b, NH, rows, r1)
-                if keep is not None:  # 5.
-                    att *= keep[b0:b1, :, r0:r1, :r1]
-                    att *= self.inv_keep_prob
-                _matmul_into(xp, att, v[b0:b1, :, :r1], y[b0:b1, r0:r1].transpose(0, 2, 1, 3))  # 6., 7. into y's layout
+                E, rb = _softmax_scores(xp, sq[:, :, r0:r1], k[b0:b1, :, :r1], bias[r0:r1, :r1], r0, ones[:r1],
+                                        None if m is None else m[b0:b1, :, r0:r1],
+                                        None if r is None else r[b0:b1, :, r0:r1])  # 2.-4. P = E * rb
+                if keep is not None:  # 5. A = E * keep * (rb / (1 - p))
+                    E *= keep[b0:b1, :, r0:r1, :r1]
+                    rb = rb * self.inv_keep_prob
+                _normalized_product(xp, E, v[b0:b1, :, :r1], rb, Y[b0:b1, :, r0:r1])  # 6., 7. into y's layout
 
         parallel.run(sequences, row_blocks(xp, B, NH * T * T, _BLOCK), B * NH * T * T, blas=True)
         if rec:
-            self.q, self.k, self.v, self.m, self.r, self.keep = q, k, v, m, r, keep
+            self.q, self.k, self.v, self.m, self.r, self.keep, self.y = q, k, v, m, r, keep, y
         return y.reshape(B, T, C)  # 7. (B, T, C)
 
     def backward(self, dy):
@@ -106,27 +112,32 @@ class Attention(Function):
         B, NH, T, HS = q.shape
         scale = 1.0 / math.sqrt(HS)
         bias = _causal_bias(xp, T, dy.dtype)
+        inv_keep = None if keep is None else self.inv_keep_prob
 
         dY = dy.reshape(B, T, NH, HS).transpose(0, 2, 1, 3)  # 7. (B, NH, T, HS)
+        Y = self.y.transpose(0, 2, 1, 3)  # forward's output (B, NH, T, HS)
         dqkv = xp.zeros((B, T, 3, NH, HS), dtype=dy.dtype)  # 1. dk and dv add up over query chunks
 
         def sequences(b0, b1):
             out = dqkv[b0:b1].transpose(2, 0, 3, 1, 4)  # 1. (3, b, NH, T, HS), a view: dq, dk, dv go there
+            sq, sk = _scaled(xp, q[b0:b1], scale), _scaled(xp, k[b0:b1], scale)  # s q, s k, once per block
+            D = _row_dot(xp, dY[b0:b1], Y[b0:b1])[..., None]  # 4. D = sum_j dP_ij P_ij = dY . Y  (b, NH, T, 1)
             for r0, r1 in _query_chunks(xp, T):
-                qc, kc, vc, dYc = q[b0:b1, :, r0:r1], k[b0:b1, :, :r1], v[b0:b1, :, :r1], dY[b0:b1, :, r0:r1]
-                Pc = _probabilities_again(xp, qc, kc, scale, bias[r0:r1, :r1], m[b0:b1, :, r0:r1],
-                                          r[b0:b1, :, r0:r1])  # 2.-4. P rebuilt (b, NH, rows, r1)
-                A = Pc if keep is None else Pc * keep[b0:b1, :, r0:r1, :r1] * self.inv_keep_prob
-                out[2][:, :, :r1] += A.swapaxes(-1, -2) @ dYc  # 6. dv (b, NH, r1, HS)
-                dS = parallel.scratch(xp, "attn_dS", Pc.shape, dy.dtype)  # holds dA, then dP, then dS
-                xp.matmul(dYc, vc.swapaxes(-1, -2), out=dS)  # 6. dA = dY @ v^T (b, NH, rows, r1)
+                kc, vc, dYc = k[b0:b1, :, :r1], v[b0:b1, :, :r1], dY[b0:b1, :, r0:r1]
+                rc = r[b0:b1, :, r0:r1]  # (b, NH, rows, 1)
+                E = _probabilities_again(xp, sq[:, :, r0:r1], kc, bias[r0:r1, :r1], r0,
+                                         m[b0:b1, :, r0:r1])  # 2.-4. E = exp(S - m); P = E * r
+                dYr = dYc * (rc if inv_keep is None else rc * inv_keep)  # r dY / (1 - p)  (b, NH, rows, HS)
+                A = E if keep is None else E * keep[b0:b1, :, r0:r1, :r1]  # A = (E * keep) * r / (1 - p)
+                out[2][:, :, :r1] += A.swapaxes(-1, -2) @ dYr  # 6. dv = A^T @ dY  (b, NH, r1, HS)
+                dS = parallel.scratch(xp, "attn_dS", E.shape, dy.dtype)  # holds r dA, then r dP, then dS
+                xp.matmul(dYr, vc.swapaxes(-1, -2), out=dS)  # 6. r dA / (1 - p) = (r dY / (1 - p)) @ v^T
                 if keep is not None:
-                    dS *= keep[b0:b1, :, r0:r1, :r1]  # 5. dP = dA * keep / (1 - p)
-                    dS *= self.inv_keep_prob
-                dS -= _row_dot(xp, dS, Pc)[..., None]  # 4. dS = P * (dP - sum(dP * P)); 3. nothing to do
-                dS *= Pc
-                _matmul_into(xp, dS, _scaled(xp, kc, scale), out[0][:, :, r0:r1])  # 2. dq = dS @ (s k)
-                out[1][:, :, :r1] += dS.swapaxes(-1, -2) @ _scaled(xp, qc, scale)  # 2. dk += dS^T @ (s q)
+                    dS *= keep[b0:b1, :, r0:r1, :r1]  # 5. r dP = r dA * keep / (1 - p)
+                dS -= rc * D[:, :, r0:r1]  # 4. r (dP - D)
+                dS *= E  # 4. dS = P (dP - D) = E r (dP - D); 3. E = 0 where masked: nothing to do
+                _matmul_into(xp, dS, sk[:, :, :r1], out[0][:, :, r0:r1])  # 2. dq = dS @ (s k)
+                out[1][:, :, :r1] += dS.swapaxes(-1, -2) @ sq[:, :, r0:r1]  # 2. dk += dS^T @ (s q)
 
         parallel.run(sequences, row_blocks(xp, B, NH * T * T, _BLOCK), B * NH * T * T, blas=True)
         return (dqkv.reshape(B, T, 3 * NH * HS),)  # (B, T, 3C)
@@ -144,42 +155,50 @@ def _query_chunks(xp, T: int) -> list[tuple[int, int]]:
     return [(r0, min(r0 + _Q_CHUNK, T)) for r0 in range(0, T, _Q_CHUNK)]
 
 
-def _masked_scores(xp, q, k, scale, bias):
-    """Steps 2-3 for a block of sequences: S = s q @ k^T + bias, in a per-thread scratch array
-    (b, NH, rows, keys) that steps 4 then turn into P in place."""
-    att = parallel.scratch(xp, "attn_P", q.shape[:-1] + (k.shape[-2],), q.dtype)  # (b, NH, rows, keys)
-    xp.matmul(_scaled(xp, q, scale), k.swapaxes(-1, -2), out=att)  # 2. (b, NH, rows, keys)
-    att += bias  # 3.
+def _masked_scores(xp, sq, k, bias, r0):
+    """Steps 2-3 for a block of sequences and query rows r0:r1: S = (s q) @ k^T + bias, in a
+    per-thread scratch array (b, NH, rows, keys) that step 4 then exponentiates in place. Keys
+    0:r0 are visible to every row of the chunk, so the mask is added to the last r1 - r0 keys only
+    (a speed trick: a (rows, rows) pass instead of a (rows, keys) one)."""
+    att = parallel.scratch(xp, "attn_P", sq.shape[:-1] + (k.shape[-2],), sq.dtype)  # (b, NH, rows, keys)
+    xp.matmul(sq, k.swapaxes(-1, -2), out=att)  # 2. (b, NH, rows, keys)
+    att[..., r0:] += bias[:, r0:]  # 3. bias[:, :r0] is all zeros
     return att
 
 
-def _softmax_scores(xp, q, k, scale, bias, m, r):
-    """Steps 2-4 in forward: P = exp(S - m) * r over the last axis, with m the row maxima of S and r
-    the reciprocal row sums of exp(S - m), written into m and r when they are given (backward's
-    `_probabilities_again` needs them). Every row has a finite entry (its diagonal), so no row is
-    all -inf."""
-    att = _masked_scores(xp, q, k, scale, bias)  # 2.-3. S
+def _softmax_scores(xp, sq, k, bias, r0, ones, m, r):
+    """Steps 2-4 in forward: E = exp(S - m) and rb = 1 / sum(E, -1), so P = E * rb, with m the row
+    maxima of S; m and rb are written into m and r when they are given (backward's
+    `_probabilities_again` needs them). P itself is never formed: step 6 multiplies E @ v by rb
+    (`_normalized_product`), a (rows, HS) pass instead of a (rows, keys) one, and the row sums are
+    E @ ones on the BLAS. Every row has a finite entry (its diagonal), so no row is all -inf."""
+    att = _masked_scores(xp, sq, k, bias, r0)  # 2.-3. S
     mb = att.max(axis=-1, keepdims=True)  # (b, NH, rows, 1)
     if m is not None:
         m[...] = mb
     att -= mb
-    xp.exp(att, out=att)
-    rb = 1.0 / att.sum(axis=-1, keepdims=True)  # (b, NH, rows, 1)
+    xp.exp(att, out=att)  # 4. E
+    rb = 1.0 / (att @ ones)  # (b, NH, rows, 1)
     if r is not None:
         r[...] = rb
-    att *= rb  # 4. P
-    return att
+    return att, rb
 
 
-def _probabilities_again(xp, q, k, scale, bias, m, r):
-    """Steps 2-4 in backward: P rebuilt as exp(S - m) * r from forward's saved m and r, the very
-    bits forward had, instead of keeping the (B, NH, T, T) probabilities alive between the passes
+def _probabilities_again(xp, sq, k, bias, r0, m):
+    """Steps 2-4 in backward: E = exp(S - m) rebuilt from forward's saved m, the very bits forward
+    had (P = E * r), instead of keeping the (B, NH, T, T) probabilities alive between the passes
     (a memory trick: T / HS times less than P)."""
-    att = _masked_scores(xp, q, k, scale, bias)  # 2.-3. S
+    att = _masked_scores(xp, sq, k, bias, r0)  # 2.-3. S
     att -= m
-    xp.exp(att, out=att)
-    att *= r  # 4. P
+    xp.exp(att, out=att)  # 4. E
     return att
+
+
+def _normalized_product(xp, E, v, rb, out) -> None:
+    """Step 6 with the softmax's normalisation moved past the product: out = (E @ v) * rb equals
+    (E * rb) @ v, and scales (rows, HS) numbers instead of (rows, keys) (a speed trick)."""
+    _matmul_into(xp, E, v, out)
+    out *= rb
 
 
 def _scaled(xp, a, s):
@@ -283,14 +302,15 @@ class GroupedQueryAttention(Function):
       7. y = Y with heads merged: (B, T, NH * HS), head h at columns h*HS .. (h+1)*HS - 1
 
     Shapes:   q (B, NH, T, HS), k, v (B, NKV, T, HS) with NKV dividing NH  ->  y (B, T, NH * HS)
-    Saved:    q, k, v, the softmax's row maxima m and reciprocal row sums r (B, NKV, G, T, 1), and
-              the keep mask when dropout is active; P is rebuilt in backward (as in Attention).
+    Saved:    q, k, v, the softmax's row maxima m and reciprocal row sums r (B, NKV, G, T, 1), the
+              output Y, and the keep mask when dropout is active; E = exp(S - m) is rebuilt in
+              backward and P = E * r never formed (as in Attention).
     Backward: walking the steps in reverse, with dy (B, T, NH * HS):
       7. dY = dy split into heads                                             (B, NKV, G, T, HS)
       6. dA = dY @ v^T;  dv = sum_G(A^T @ dY)    (k and v were broadcast over the group: their
                                                     gradients sum over its G query heads)
       5. dP = dA * keep / (1 - p)
-      4. dS = P * (dP - sum(dP * P, -1));  3. zero where masked
+      4. dS = P * (dP - D),  D = sum(dP * P, -1) = dY . Y  (as in Attention);  3. zero where masked
       2. dq = s * dS @ k,   dk = sum_G(s * dS^T @ q)
     """
 
@@ -308,21 +328,23 @@ class GroupedQueryAttention(Function):
             keep = dropout_keep(generator, (B, NH, T, T), dropout, q).reshape(B, NKV, G, T, T)
             self.inv_keep_prob = q.dtype.type(1.0 / (1.0 - dropout))
         bias = _causal_bias(xp, T, q.dtype)
+        ones = xp.ones((T, 1), dtype=q.dtype)
         rec = self.recording
         m = xp.empty((B, NKV, G, T, 1), dtype=q.dtype) if rec else None
         r = xp.empty((B, NKV, G, T, 1), dtype=q.dtype) if rec else None
         y = xp.empty((B, T, NKV, G, HS), dtype=q.dtype)
         Y = y.transpose(0, 2, 3, 1, 4)  # (B, NKV, G, T, HS), a view into y's layout
+        sq = _scaled(xp, qg, scale)  # s q
         for r0, r1 in _query_chunks(xp, T):  # query rows r0:r1 see keys 0:r1 only
-            att = _softmax_scores(xp, qg[:, :, :, r0:r1], kg[:, :, :, :r1], scale, bias[r0:r1, :r1],
-                                 None if m is None else m[:, :, :, r0:r1],
-                                 None if r is None else r[:, :, :, r0:r1])  # 2.-4. (B, NKV, G, rows, r1)
-            if keep is not None:  # 5.
-                att *= keep[:, :, :, r0:r1, :r1]
-                att *= self.inv_keep_prob
-            _matmul_into(xp, att, vg[:, :, :, :r1], Y[:, :, :, r0:r1])  # 6., 7.
+            E, rb = _softmax_scores(xp, sq[:, :, :, r0:r1], kg[:, :, :, :r1], bias[r0:r1, :r1], r0, ones[:r1],
+                                    None if m is None else m[:, :, :, r0:r1],
+                                    None if r is None else r[:, :, :, r0:r1])  # 2.-4. P = E * rb (B, NKV, G, rows, r1)
+            if keep is not None:  # 5. A = E * keep * (rb / (1 - p))
+                E *= keep[:, :, :, r0:r1, :r1]
+                rb = rb * self.inv_keep_prob
+            _normalized_product(xp, E, vg[:, :, :, :r1], rb, Y[:, :, :, r0:r1])  # 6., 7.
         if rec:
-            self.q, self.k, self.v, self.m, self.r, self.keep = qg, kg, vg, m, r, keep
+            self.q, self.k, self.v, self.m, self.r, self.keep, self.y = qg, kg, vg, m, r, keep, Y
         return y.reshape(B, T, NH * HS)  # 7.
 
     def backward(self, dy):
@@ -331,24 +353,27 @@ class GroupedQueryAttention(Function):
         B, NKV, G, T, HS = qg.shape
         scale = 1.0 / math.sqrt(HS)
         bias = _causal_bias(xp, T, dy.dtype)
+        inv_keep = None if keep is None else self.inv_keep_prob
         dY = dy.reshape(B, T, NKV, G, HS).transpose(0, 2, 3, 1, 4)  # 7. (B, NKV, G, T, HS)
+        D = _row_dot(xp, dY, self.y)[..., None]  # 4. D = sum_j dP_ij P_ij = dY . Y  (B, NKV, G, T, 1)
+        sq, sk = _scaled(xp, qg, scale), _scaled(xp, kg, scale)
         dq = xp.empty((B, NKV, G, T, HS), dtype=dy.dtype)
         dk = xp.zeros((B, NKV, T, HS), dtype=dy.dtype)  # add up over query chunks and the group
         dv = xp.zeros((B, NKV, T, HS), dtype=dy.dtype)
         for r0, r1 in _query_chunks(xp, T):
-            qc, kc, vc, dYc = qg[:, :, :, r0:r1], kg[:, :, :, :r1], vg[:, :, :, :r1], dY[:, :, :, r0:r1]
-            Pc = _probabilities_again(xp, qc, kc, scale, bias[r0:r1, :r1], m[:, :, :, r0:r1],
-                                      r[:, :, :, r0:r1])  # 4. P again (B, NKV, G, rows, r1)
-            A = Pc if keep is None else Pc * keep[:, :, :, r0:r1, :r1] * self.inv_keep_prob
-            dv[:, :, :r1] += (A.swapaxes(-1, -2) @ dYc).sum(axis=2)  # 6. sum over the group
-            dP = dYc @ vc.swapaxes(-1, -2)  # 6. (B, NKV, G, rows, r1)
+            vc, dYc, rc = vg[:, :, :, :r1], dY[:, :, :, r0:r1], r[:, :, :, r0:r1]
+            E = _probabilities_again(xp, sq[:, :, :, r0:r1], kg[:, :, :, :r1], bias[r0:r1, :r1], r0,
+                                     m[:, :, :, r0:r1])  # 2.-4. E = exp(S - m); P = E * r (B, NKV, G, rows, r1)
+            dYr = dYc * (rc if inv_keep is None else rc * inv_keep)  # r dY / (1 - p)
+            A = E if keep is None else E * keep[:, :, :, r0:r1, :r1]  # A = (E * keep) * r / (1 - p)
+            dv[:, :, :r1] += (A.swapaxes(-1, -2) @ dYr).sum(axis=2)  # 6. sum over the group
+            dS = dYr @ vc.swapaxes(-1, -2)  # 6. r dA / (1 - p)  (B, NKV, G, rows, r1)
             if keep is not None:
-                dP *= keep[:, :, :, r0:r1, :r1]  # 5.
-                dP *= self.inv_keep_prob
-            dP -= _row_dot(xp, dP, Pc)[..., None]  # 4. dS = P * (dP - sum(dP * P)); 3. nothing to do
-            dP *= Pc
-            xp.matmul(dP, _scaled(xp, kc, scale), out=dq[:, :, :, r0:r1])  # 2. dq = dS @ (s k)
-            dk[:, :, :r1] += (dP.swapaxes(-1, -2) @ _scaled(xp, qc, scale)).sum(axis=2)  # 2. sum over the group
+                dS *= keep[:, :, :, r0:r1, :r1]  # 5. r dP
+            dS -= rc * D[:, :, :, r0:r1]  # 4. r (dP - D)
+            dS *= E  # 4. dS = P (dP - D); 3. nothing to do
+            xp.matmul(dS, sk[:, :, :, :r1], out=dq[:, :, :, r0:r1])  # 2. dq = dS @ (s k)
+            dk[:, :, :r1] += (dS.swapaxes(-1, -2) @ sq[:, :, :, r0:r1]).sum(axis=2)  # 2. sum over the group
         return dq.reshape(B, NKV * G, T, HS), dk, dv
 
 
