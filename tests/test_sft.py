@@ -247,3 +247,72 @@ def test_grow_vocab_appends_mean_rows():
     assert np.allclose(new[20:], old.mean(axis=0), atol=1e-15, rtol=0)
     ids = np.array([[1, 2, 3]])
     assert np.allclose(np.array(grown(ids)[0].data)[..., :20], np.array(model(ids)[0].data), atol=1e-12)
+
+
+# --- chat templates as transformers renders them ------------------------------------------------------
+LLAMA3_LIKE = ("{{ bos_token }}{% for message in messages %}{{ '<|im_start|>' + message['role'] + '<|im_end|>\\n\\n' + "
+               "message['content'] | trim + '<|endoftext|>' }}{% endfor %}{% if add_generation_prompt %}"
+               "{{ '<|im_start|>assistant<|im_end|>\\n\\n' }}{% endif %}")
+# trim_blocks / lstrip_blocks, namespace, loop, tojson, upper, raise_exception and {% generation %}
+FANCY = """{%- set ns = namespace(n=0) -%}
+{% for message in messages %}
+  {% if message.role == 'system' and not loop.first %}{{ raise_exception('the system message goes first') }}{% endif %}
+  {% set ns.n = ns.n + 1 %}
+  {% if message.role == 'assistant' %}
+{{ 'A' ~ ns.n ~ ': ' }}{% generation %}{{ message.content }}{{ eos_token }}{% endgeneration %}
+
+  {% else %}
+    {{ message.role | upper }}: {{ message.content | tojson }}
+  {% endif %}
+{% endfor %}
+{% if add_generation_prompt %}{{ 'A' ~ (ns.n + 1) ~ ': ' }}{% endif %}"""
+CONVERSATION = [{"role": "system", "content": "be brief <&>"}, {"role": "user", "content": "  hello \"fox\" é "},
+                {"role": "assistant", "content": "quick dog"}, {"role": "user", "content": "more"},
+                {"role": "assistant", "content": " lazy\n"}]
+
+
+def hf_tokenizer_dir(tmp_path, tok, template):
+    tok.save_tokenizer_json(str(tmp_path / "tokenizer.json"))
+    with open(tmp_path / "tokenizer_config.json", "w") as f:
+        json.dump({"chat_template": template, "bos_token": "<|endoftext|>", "eos_token": "<|endoftext|>",
+                   "tokenizer_class": "PreTrainedTokenizerFast"}, f)
+    return str(tmp_path)
+
+
+@pytest.mark.parametrize("name", ["chatml", "llama3_like", "fancy"])
+def test_templates_render_and_tokenize_as_transformers(sft_dir, tmp_path, name):
+    transformers = pytest.importorskip("transformers")
+    from npgpt.data.chat_template import CHATML, find_chat_template, render  # noqa: PLC0415
+    from npgpt.data.sft import conversation_segments, encode_segments  # noqa: PLC0415
+
+    template = {"chatml": CHATML, "llama3_like": LLAMA3_LIKE, "fancy": FANCY}[name]
+    tok = open_data(sft_dir).tokenizer  # holds <|im_start|>, <|im_end|>, <|endoftext|>
+    folder = hf_tokenizer_dir(tmp_path, tok, template)
+    hf = transformers.AutoTokenizer.from_pretrained(folder)
+    found, specials = find_chat_template(folder)
+    assert found == template and specials["eos_token"] == "<|endoftext|>"
+    for msgs in (CONVERSATION, CONVERSATION[1:4]):
+        for gen in (False, True):
+            want = hf.apply_chat_template(msgs, tokenize=False, add_generation_prompt=gen)
+            assert render(template, msgs, add_generation_prompt=gen, **specials) == want
+    ids, mask = encode_segments(tok, conversation_segments(CONVERSATION, template, specials))
+    assert ids.tolist() == list(hf.apply_chat_template(CONVERSATION, tokenize=True, return_dict=False))
+    counted = tok.decode(ids[mask].tolist())
+    end = {"chatml": "<|im_end|>", "llama3_like": "<|endoftext|>", "fancy": "<|endoftext|>"}[name]
+    # fancy: "A3: quick" encodes as "A3:" + " quick", a token that straddles the answer's start and counts
+    body = {"llama3_like": ["quick dog", "lazy"], "fancy": [" quick dog", " lazy\n"]}.get(name, ["quick dog", " lazy\n"])
+    assert counted == body[0] + end + body[1] + end
+    if name == "fancy":
+        with pytest.raises(ValueError, match="the system message goes first"):
+            render(template, CONVERSATION[1:2] + CONVERSATION[:1], **specials)
+
+
+def test_prepare_uses_the_directory_template(sft_dir, tmp_path):
+    tok = open_data(sft_dir).tokenizer
+    folder = hf_tokenizer_dir(tmp_path, tok, FANCY)
+    src = write_jsonl(tmp_path / "x.jsonl", [{"messages": CONVERSATION}] * 3)
+    meta = prepare_sft(src, str(tmp_path / "d"), tokenizer_file=folder, log=lambda *a: None)
+    assert meta["chat_template_source"] == "tokenizer_config.json" and meta["added_tokens"] == {}
+    data = SFTData(str(tmp_path / "d"))
+    x, y = data.batch("train", [0])
+    assert data.tokenizer.decode([t for t in y[0] if t >= 0]) == " quick dog<|endoftext|> lazy\n<|endoftext|>"

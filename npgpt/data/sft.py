@@ -19,8 +19,9 @@ Assistant spans, for any template: with F the whole conversation's text, assista
 text runs from the end of render(messages[:i], add_generation_prompt=True) to the end of
 render(messages[:i + 1]) less trailing whitespace (so ChatML counts "...<|im_end|>", not the newline
 after it). Both must be prefixes of F, or the template is refused (it does not render a
-conversation turn by turn). Each span, and each stretch between spans, is encoded separately, so
-the mask falls on token boundaries.
+conversation turn by turn). The whole text is encoded at once, so the ids are the ones the
+tokenizer (and transformers' apply_chat_template) gives; a token counts when its last byte lies in
+a counted span (a token that straddles the start of an answer, as "  " in "A:  x" may, is the answer's).
 
 Position 0 is never counted (nothing predicts the first token). Training reads example e as
 x = ids[:-1], y = ids[1:] where mask[1:], else -100.
@@ -146,15 +147,18 @@ def conversation_segments(messages: list[dict], template: str, specials: dict) -
 
 
 def encode_segments(tok, segs) -> tuple[np.ndarray, np.ndarray]:
-    """(ids int64 (L,), mask bool (L,)) of the segments, each encoded on its own; mask[0] is False."""
-    ids, mask = [], []
-    for text, counted in segs:
-        part = tok.encode(text, allowed_special="all")
-        ids += part
-        mask += [counted] * len(part)
-    ids, mask = np.asarray(ids, dtype=np.int64), np.asarray(mask, dtype=bool)
-    if len(mask):
-        mask[0] = False
+    """(ids int64 (L,), mask bool (L,)) of the segments' joined text. The text is encoded whole (so the
+    ids are what the tokenizer, and transformers' apply_chat_template, give for it), and a token is
+    counted when its last byte lies in a counted segment; mask[0] is False."""
+    text = "".join(t for t, _ in segs)
+    ids = tok.encode(text, allowed_special="all")
+    counted = np.concatenate([np.full(len(t.encode("utf-8")), c, dtype=bool) for t, c in segs] or [np.zeros(0, bool)])
+    ends = np.cumsum([len(tok.token_bytes(i)) for i in ids]).astype(np.int64)  # (L,) byte where each token ends
+    if not len(ids) or ends[-1] != len(counted):
+        raise ValueError("the tokenizer changed the text's bytes while encoding it (a normalizer?), so npgpt cannot "
+                         "tell which tokens are the answer's")
+    ids, mask = np.asarray(ids, dtype=np.int64), counted[ends - 1]
+    mask[0] = False
     return ids, mask
 
 
