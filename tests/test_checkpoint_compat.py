@@ -15,7 +15,8 @@ import shutil
 import numpy as np
 import pytest
 
-from npgpt.generation.loading import load_model, sample
+from npgpt.generation.loading import load_model
+from npgpt.generation.sample import sample
 from npgpt.training import checkpoint as ck
 from npgpt.training.loop import resume_config, train
 

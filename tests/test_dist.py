@@ -22,7 +22,7 @@ from npgpt.training import checkpoint as ck
 from npgpt.training import dist
 from npgpt.data.tokens import prepare
 from npgpt.training.loop import TrainConfig, read_log, resume_config, train
-from npgpt.training.step import pcg64_distance
+from npgpt.training.rng import pcg64_distance
 
 TEXT = "".join(f"line {i}: the cat sat on the mat, {i * 7 % 13} times.\n" for i in range(300))
 DRIVER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "dist_driver.py")

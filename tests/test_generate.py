@@ -268,3 +268,23 @@ def test_bad_settings():
         generate(model, [[7]], max_new_tokens=3)
     with pytest.raises(IndexError, match="outside"):
         generate(model, [[-1]], max_new_tokens=3)
+
+
+def test_settings_and_prompts_are_checked_once_per_call(monkeypatch):
+    """Validate at the door: generate checks its settings and the prompt ids once, and a cached step
+    does no work that grows with the ids already generated (no re-scan of the growing array)."""
+    import npgpt.generation.generate as gen
+
+    calls = {"check": 0, "as_ids": 0, "seen": 0}
+    for name, key in (("_check_processing", "check"), ("_as_ids", "as_ids"), ("_seen", "seen")):
+        real = getattr(gen, name)
+        monkeypatch.setattr(gen, name, lambda *a, _r=real, _k=key, **k: calls.__setitem__(_k, calls[_k] + 1) or _r(*a, **k))
+    model = model64(block_size=64)
+    ids = np.array([[1, 2, 3]])
+    out = generate(model, ids, max_new_tokens=40, do_sample=True, top_k=3, top_p=0.9, temperature=0.7,
+                   repetition_penalty=1.3, seed=2)
+    assert out.shape == (1, 43)
+    assert calls == {"check": 1, "as_ids": 1, "seen": 1}
+    # the incremental seen-set gives what a fresh scan of the whole row would: same ids as by hand
+    ref = greedy_by_hand(model, ids, 10, penalty=1.3)
+    np.testing.assert_array_equal(generate(model, ids, max_new_tokens=10, repetition_penalty=1.3), ref)

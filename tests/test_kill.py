@@ -36,7 +36,7 @@ HARNESS = textwrap.dedent("""
         from npgpt.data.tokens import prepare
         prepare(job[1], job[2], log=lambda *a: None)
     elif kind == "export":
-        from npgpt.models.hf import export_checkpoint
+        from npgpt.cli.export import export_checkpoint
         export_checkpoint(job[1], job[3], tokenizer=job[2] == "1", log=lambda *a: None)
     elif kind == "checkpoint":
         from npgpt.fileio import atomic_write
@@ -119,7 +119,7 @@ def test_export_killed_at_every_change(tmp_path, exchange):
     config.json, never the old vocab.json beside the new weights."""
     from npgpt.data.tokens import prepare
     from npgpt.models.gpt import GPT
-    from npgpt.models.hf import export_checkpoint
+    from npgpt.cli.export import export_checkpoint
     from npgpt.training.loop import TrainConfig, train
 
     work = tmp_path / "w"

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from npgpt.training import checkpoint as ck
-from npgpt.generation.loading import TextStreamer, encode_prompt, load_model, sample
+from npgpt.generation.loading import load_model
+from npgpt.generation.sample import TextStreamer, encode_prompt, sample
 from npgpt.models.gpt import GPT, GPTConfig
 from npgpt.tokenizers import BPETokenizer, CharTokenizer
 

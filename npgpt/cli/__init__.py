@@ -205,7 +205,7 @@ def _add_sampling(p: argparse.ArgumentParser) -> None:
 
 
 def _run_sample(args) -> int:
-    from ..generation.loading import sample  # noqa: PLC0415
+    from ..generation.sample import sample  # noqa: PLC0415
 
     def run():
         prompt = args.prompt
@@ -255,7 +255,7 @@ def _add_export(p: argparse.ArgumentParser) -> None:
 
 
 def _run_export(args) -> int:
-    from ..models.hf import export_checkpoint  # noqa: PLC0415
+    from .export import export_checkpoint  # noqa: PLC0415
 
     def run():
         export_checkpoint(args.checkpoint, args.out_dir, tokenizer=not args.no_tokenizer, dtype=args.dtype)

@@ -14,7 +14,7 @@ import os
 import sys
 
 from ..data.tokens import prepare
-from ..generation.loading import sample
+from ..generation.sample import sample
 from ..training.checkpoint import LATEST, load_checkpoint
 from ..training.config import TrainConfig
 from ..training.loop import train

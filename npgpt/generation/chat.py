@@ -23,7 +23,8 @@ import numpy as np
 
 from ..data.chat_template import CHATML, find_chat_template, render
 from .generate import generate
-from .loading import TextStreamer, is_pretrained_dir, load_model, special_ids
+from .loading import is_pretrained_dir, load_model
+from .sample import TextStreamer, special_ids
 
 
 class ReplyStreamer(TextStreamer):

@@ -118,9 +118,23 @@ def process_logits(logits, input_ids, temperature: float = 1.0, top_k: int | Non
     ids = _as_ids(input_ids, V)
     if ids.shape[0] != B:
         raise ValueError(f"process_logits: input_ids has {ids.shape[0]} rows but logits has {B}")
+    return _scores(s, _seen(ids, V) if repetition_penalty != 1.0 else None, temperature, top_k, top_p,
+                   repetition_penalty)
+
+
+def _seen(ids: np.ndarray, V: int) -> np.ndarray:
+    """(B, V) booleans: id v occurs in row b of ids (B, T). generate() keeps it up to date one id per
+    step, so a step's work does not grow with the tokens already generated."""
+    seen = np.zeros((ids.shape[0], V), dtype=bool)
+    seen[np.arange(ids.shape[0])[:, None], ids] = True
+    return seen
+
+
+def _scores(s: np.ndarray, seen, temperature, top_k, top_p, repetition_penalty) -> np.ndarray:
+    """process_logits's steps 1-4 on checked float64 logits s (B, V), in place; `seen` is _seen(ids)
+    (needed only for the repetition penalty). Trusts its inputs: the callers checked them once."""
+    B, V = s.shape
     if repetition_penalty != 1.0:  # 1.
-        seen = np.zeros((B, V), dtype=bool)
-        seen[np.arange(B)[:, None], ids] = True
         penalised = np.where(s < 0, s * repetition_penalty, s / repetition_penalty)
         s = np.where(seen, penalised, s)
     if temperature != 1.0:  # 2.
@@ -198,8 +212,11 @@ def generate(model, input_ids, max_new_tokens: int | None = None, max_length: in
     config eos by default too), and no eos for a model without one; [] means no eos at all.
     use_cache=False recomputes the whole context each step.
     streamer (as transformers'): its put() gets the prompts (B', T), then each step's ids (B',);
-    end() is called when generation is over (npgpt.generation.loading.TextStreamer prints text as it comes).
+    end() is called when generation is over (npgpt.generation.sample.TextStreamer prints text as it comes).
     The model runs in eval mode under no_grad; its training mode is restored afterwards.
+    Every setting and the prompts are checked once, here; a step's work (with the KV cache) does not
+    grow with the ids already generated: they are written into one preallocated array and the
+    repetition penalty's set of seen ids is kept up to date one id per step.
     """
     V = model.config.vocab_size
     if not isinstance(do_sample, bool):
@@ -232,32 +249,40 @@ def generate(model, input_ids, max_new_tokens: int | None = None, max_length: in
     except (TypeError, ValueError) as e:
         raise ValueError(f"seed must be an int >= 0, a numpy Generator or None, got {seed!r} ({e})") from None
 
-    ids = np.repeat(ids, num_return_sequences, axis=0)  # (B', T) copies of a prompt adjacent
-    finished = np.zeros(ids.shape[0], dtype=bool)
+    prompts = np.repeat(ids, num_return_sequences, axis=0)  # (B', T) copies of a prompt adjacent
+    Bp = prompts.shape[0]
+    ids = np.empty((Bp, T + max_new_tokens), dtype=np.int64)  # filled as it goes: no copy per step
+    ids[:, :T] = prompts
+    seen = _seen(prompts, V) if repetition_penalty != 1.0 else None
+    finished = np.zeros(Bp, dtype=bool)
     was_training = model.training
     model.eval()
     if streamer is not None:
-        streamer.put(ids)
+        streamer.put(prompts)
+    t = T
     try:
         with no_grad():
-            cache = KVCache(model, ids.shape[0]) if use_cache else None
+            cache = KVCache(model, Bp) if use_cache else None
             for _ in range(max_new_tokens):
-                logits = _next_logits(model, ids, cache)
+                logits = _next_logits(model, ids[:, :t], cache)
                 if do_sample:
-                    scores = process_logits(logits, ids, temperature, top_k, top_p, repetition_penalty)
-                    nxt = _sample(scores, generator)
+                    nxt = _sample(_scores(logits, seen, temperature, top_k, top_p, repetition_penalty), generator)
                 else:
-                    nxt = process_logits(logits, ids, repetition_penalty=repetition_penalty).argmax(axis=-1)
+                    nxt = _scores(logits, seen, 1.0, None, None, repetition_penalty).argmax(axis=-1)
                 if eos:
                     nxt = np.where(finished, pad, nxt)
                     finished |= np.isin(nxt, eos)
-                ids = np.concatenate([ids, nxt[:, None].astype(np.int64)], axis=1)
+                ids[:, t] = nxt
+                t += 1
+                if seen is not None:
+                    seen[np.arange(Bp), nxt] = True
                 if streamer is not None:
-                    streamer.put(ids[:, -1])
+                    streamer.put(ids[:, t - 1])
                 if eos and finished.all():
                     break
     finally:
         model.train(was_training)
     if streamer is not None:
         streamer.end()
+    ids = ids[:, :t]
     return ids

@@ -30,7 +30,6 @@ import numpy as np
 from ..backend import to_numpy
 from .hf_weights import read_weights
 from .config import GPTConfig
-from .gpt import GPT
 
 TANH_GELUS = ("gelu_new", "gelu_pytorch_tanh", "gelu_fast", "gelu_python_tanh")
 EXACT_GELUS = ("gelu", "gelu_python")
@@ -230,40 +229,3 @@ def save_pretrained(model, path, tokenizer=None) -> list[str]:
     files = {"model.safetensors": save(tensors, metadata={"format": "pt"}),
              "config.json": json.dumps(hf_config, indent=1), **files}
     return write_files(path, files)
-
-
-EXPORT_FILE = re.compile(r"config\.json|generation_config\.json|model(-\d+-of-\d+)?\.safetensors|"
-                         r"model\.safetensors\.index\.json|pytorch_model[\w.-]*\.bin(\.index\.json)?|vocab\.json|"
-                         r"merges\.txt|tokenizer(_config)?\.json|special_tokens_map\.json|added_tokens\.json")
-
-
-def export_checkpoint(checkpoint: str, out_dir: str, tokenizer: bool = True, dtype: str | None = None, log=print) -> list[str]:
-    """`npgpt export`: an npgpt checkpoint (file or training directory) as a GPT-2 directory.
-
-    out_dir is replaced as a whole (fileio.replace_dir): a kill at any moment leaves the old export
-    or the new one, and no file of an older export stays beside the new weights. A directory that
-    holds files a GPT-2 directory would not (a training run, a user's own) is refused.
-    """
-    from ..fileio import replace_dir  # noqa: PLC0415
-    from ..training.checkpoint import load_checkpoint  # noqa: PLC0415
-    from ..generation.loading import is_pretrained_dir  # noqa: PLC0415
-    from ..training.start import model_from_checkpoint  # noqa: PLC0415
-
-    if is_pretrained_dir(checkpoint):
-        raise ValueError(f"{checkpoint}: a GPT-2 / Hugging Face directory already (it holds config.json), not an npgpt "
-                         f"checkpoint; export writes a training run's checkpoint in that form. Sample it with `npgpt "
-                         f"sample {checkpoint}`, or fine-tune from it with `npgpt train --init-from {checkpoint}`")
-    ckpt = load_checkpoint(checkpoint)
-    if dtype is None:  # as trained
-        dtype = str(next(iter(ckpt.model_state.values())).dtype)
-    tok = ckpt.load_tokenizer() if tokenizer and ckpt.tokenizer is not None else None
-    if tok is not None and tok.type_name != "bpe":
-        raise ValueError(f"{ckpt.path} was trained with a {tok.type_name} tokenizer, which a GPT-2 directory cannot "
-                         "hold (it holds a byte-level BPE tokenizer); export the weights alone with --no-tokenizer")
-    model = model_from_checkpoint(ckpt, dtype=dtype)
-    with replace_dir(out_dir, keep_only=EXPORT_FILE.fullmatch, what="GPT-2 export") as tmp:
-        names = [os.path.basename(w) for w in model.save_pretrained(tmp, tokenizer=tok)]
-    written = [os.path.join(out_dir, n) for n in names]
-    log(f"exported {ckpt.path} (step {ckpt.iter_num}) as a GPT-2 directory: {', '.join(names)} "
-        f"-> {out_dir}" + ("" if tok is not None else " (no tokenizer)"))
-    return written

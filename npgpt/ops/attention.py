@@ -314,7 +314,7 @@ class GroupedQueryAttention(Function):
         y = xp.empty((B, T, NKV, G, HS), dtype=q.dtype)
         Y = y.transpose(0, 2, 3, 1, 4)  # (B, NKV, G, T, HS), a view into y's layout
         for r0, r1 in _query_chunks(xp, T):  # query rows r0:r1 see keys 0:r1 only
-            att = _probabilities(xp, qg[:, :, :, r0:r1], kg[:, :, :, :r1], scale, bias[r0:r1, :r1],
+            att = _softmax_scores(xp, qg[:, :, :, r0:r1], kg[:, :, :, :r1], scale, bias[r0:r1, :r1],
                                  None if m is None else m[:, :, :, r0:r1],
                                  None if r is None else r[:, :, :, r0:r1])  # 2.-4. (B, NKV, G, rows, r1)
             if keep is not None:  # 5.
@@ -337,8 +337,8 @@ class GroupedQueryAttention(Function):
         dv = xp.zeros((B, NKV, T, HS), dtype=dy.dtype)
         for r0, r1 in _query_chunks(xp, T):
             qc, kc, vc, dYc = qg[:, :, :, r0:r1], kg[:, :, :, :r1], vg[:, :, :, :r1], dY[:, :, :, r0:r1]
-            Pc = _probabilities(xp, qc, kc, scale, bias[r0:r1, :r1], m[:, :, :, r0:r1], r[:, :, :, r0:r1],
-                                known=True)  # 4. P again (B, NKV, G, rows, r1)
+            Pc = _probabilities_again(xp, qc, kc, scale, bias[r0:r1, :r1], m[:, :, :, r0:r1],
+                                      r[:, :, :, r0:r1])  # 4. P again (B, NKV, G, rows, r1)
             A = Pc if keep is None else Pc * keep[:, :, :, r0:r1, :r1] * self.inv_keep_prob
             dv[:, :, :r1] += (A.swapaxes(-1, -2) @ dYc).sum(axis=2)  # 6. sum over the group
             dP = dYc @ vc.swapaxes(-1, -2)  # 6. (B, NKV, G, rows, r1)

@@ -158,3 +158,16 @@ def plot_losses(out_dir: str, log=print) -> str | None:
     plt.close(fig)
     log(f"loss plot: {png}")
     return png
+
+
+class NoLog:
+    """log.jsonl for ranks other than 0: writes nothing."""
+
+    def write(self, record: dict) -> None:
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        pass

@@ -38,10 +38,12 @@ from .checkpoint import BEST, LATEST, load_checkpoint, save_checkpoint
 from .config import TrainConfig, split_values  # noqa: F401 - TrainConfig re-exported for callers
 from .optim import clip_grad_norm, configure_optimizer
 from .start import start_model
-from .log import Progress, TrainLog, plot_losses, read_log  # noqa: F401 - read_log re-exported
-from .step import (NoLog, StepReadings, StopFlag, accumulate_gradients, check_replicas, dropout_draws,
-                        estimate_loss, refuse_mismatch)
+from .log import NoLog, Progress, TrainLog, plot_losses, read_log  # noqa: F401 - read_log re-exported
+from .replicas import check_replicas, refuse_mismatch
+from .signals import StopFlag
+from .step import StepReadings, accumulate_gradients, dropout_draws, estimate_loss
 from .step import TrainingDiverged  # noqa: F401 - raised here, re-exported for callers
+
 
 @dataclass
 class TrainResult:

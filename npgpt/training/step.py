@@ -35,61 +35,15 @@ On SFT data (npgpt.data.sft.SFTData) a micro-batch is whole examples, right-padd
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import os
-import signal
-import threading
 
 import numpy as np
 
-from . import dist
 from .. import functional as F
 from ..backend import get_xp, to_device, to_numpy
-from .dist import World
 from ..tensor import no_grad
-
-# numpy's PCG64: the state moves by s -> M s + inc (mod 2^128), one step per 64-bit draw.
-_PCG64_MULTIPLIER = 0x2360ED051FC65DA44385DF649FCCF645
-_MASK128 = (1 << 128) - 1
-
-
-def _pcg64_state(state: dict) -> tuple[int, int]:
-    if state.get("bit_generator") != "PCG64" or state.get("has_uint32"):
-        raise RuntimeError(f"data-parallel dropout needs a PCG64 generator with no buffered 32-bit draw, "
-                           f"got {state.get('bit_generator')!r} (has_uint32={state.get('has_uint32')})")
-    return state["state"]["state"], state["state"]["inc"]
-
-
-def pcg64_distance(start: dict, end: dict) -> int:
-    """How many 64-bit draws lead from PCG64 state `start` to state `end` (advance()'s inverse).
-
-    The LCG f(s) = M s + c (mod 2^128) has full period (c odd, M = 1 mod 4), so f^(2^i) leaves the
-    low i bits of a state alone and flips bit i. Build d from the bottom bit up: bit i of d is 1
-    exactly when bit i of the current state differs from `end`'s, and then f^(2^i) is applied.
-    f^(2^i) is s -> M_i s + c_i with M_0 = M, c_0 = c, M_{i+1} = M_i^2, c_{i+1} = (M_i + 1) c_i.
-    """
-    s, inc = _pcg64_state(start)
-    target, inc_end = _pcg64_state(end)
-    if inc != inc_end:
-        raise RuntimeError("pcg64_distance: the two states belong to different PCG64 streams")
-    mult, plus, d, bit = _PCG64_MULTIPLIER, inc, 0, 1
-    while s != target:
-        if (s ^ target) & bit:
-            s = (mult * s + plus) & _MASK128
-            d |= bit
-        plus = ((mult + 1) * plus) & _MASK128
-        mult = (mult * mult) & _MASK128
-        bit <<= 1
-    return d
-
-
-def _seek(bit_generator, start: dict, draws: int) -> None:
-    """Put the generator `draws` 64-bit draws past the state `start`."""
-    bit_generator.state = start
-    if draws:
-        bit_generator.advance(draws)
-
+from .dist import World
+from .rng import _seek, pcg64_distance
 
 def dropout_draws(model, data, cfg) -> int:
     """D: the 64-bit draws one training micro-step takes from model.dropout_generator (0 without
@@ -284,65 +238,3 @@ class StepReadings:
                     f"{what} at step {step} (lr {lr:.3g}): training stopped; {files}. Try a lower --lr, a "
                     "--grad-clip, or --dtype float64", step, float(loss), float(norm))
         return float(host[-1, 0]), float(host[-1, 1])
-
-
-class StopFlag:
-    """Ctrl-C sets a flag the loop checks between steps; a second Ctrl-C interrupts at once."""
-
-    def __init__(self):
-        self.set = False
-        self._old = None
-
-    def __enter__(self):
-        if threading.current_thread() is threading.main_thread():
-            self._old = signal.signal(signal.SIGINT, self._handle)
-        return self
-
-    def _handle(self, signum, frame):
-        if self.set:
-            raise KeyboardInterrupt
-        self.set = True
-
-    def __exit__(self, *exc):
-        if self._old is not None:
-            signal.signal(signal.SIGINT, self._old)
-
-
-class NoLog:
-    """log.jsonl for ranks other than 0: writes nothing."""
-
-    def write(self, record: dict) -> None:
-        pass
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        pass
-
-
-def refuse_mismatch(world: World, cfg, data, model, batch_gen, it: int) -> None:
-    """ValueError on every rank unless all ranks have the same config, data files and starting state."""
-    if world.size == 1:
-        return
-    files = getattr(data, "files", None) or [os.path.join(data.data_dir, n)
-                                              for n in ("meta.json", "tokenizer.json", "train.bin", "val.bin")]
-    start = {"iter": it, "batches": batch_gen.bit_generator.state, "dropout": model.dropout_generator.bit_generator.state}
-    dist.check_same(world, {
-        "config": {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("data_dir", "out_dir")},
-        "data files": dist.file_digest(files),
-        "starting weights": dist.array_digest(p.data for p in model.parameters()),
-        "starting step and generators": json.dumps(start, sort_keys=True),
-    })
-
-
-def check_replicas(world: World, model, it: int) -> None:
-    """RuntimeError unless every rank holds the same weights: a safety net under the assumption that
-    the Allreduce hands every rank the same bits (MPI advises it, and MPICH does it)."""
-    if world.size == 1:
-        return
-    digests = world.allgather(dist.array_digest(p.data for p in model.parameters()))
-    if len(set(digests)) > 1:
-        differ = [r for r, d in enumerate(digests) if d != digests[0]]
-        raise RuntimeError(f"at step {it} rank(s) {', '.join(map(str, differ))} hold weights that differ from rank 0's: "
-                           "the gradient sum was not the same on every rank; the checkpoints hold the last good state")
