@@ -10,6 +10,7 @@ from .ops.dropout import dropout
 from .ops.elementwise import add, div, exp, log, mul, neg, pow, sub, tanh
 from .ops.embedding import embedding, position_embedding, sinusoidal_positions
 from .ops.layernorm import layer_norm
+from .ops.lora import lora_linear
 from .ops.loss import cross_entropy
 from .ops.matrix import linear, matmul
 from .ops.mlp import mlp

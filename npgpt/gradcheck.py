@@ -162,6 +162,11 @@ def _cases(r):
         ("matmul vector", "matmul", F.matmul, {"a": n((4,)), "b": n((4, 3))}, None),
         ("linear", "linear", F.linear, {"x": n((2, 3, 4)), "w": n((4, 5)), "b": n((5,))}, None),
         ("linear no bias", "linear", F.linear, {"x": n((3, 4)), "w": n((4, 2))}, None),
+        ("lora_linear", "lora_linear", lambda x, w, b, a, bm: F.lora_linear(x, w, b, a, bm, 2.5),
+         {"x": n((2, 3, 4)), "w": n((4, 5)), "b": n((5,)), "a": n((2, 4)), "bm": n((5, 2))}, None),
+        ("lora_linear dropout", "lora_linear", lambda x, w, a, bm: F.lora_linear(
+            x, w, None, a, bm, 0.5, F.dropout(x, 0.3, True, generator=_seeded())),
+         {"x": n((3, 4)), "w": n((4, 3)), "a": n((3, 4)), "bm": n((3, 3))}, None),
         ("reshape", "reshape", lambda x: F.reshape(x, (6, 2)), {"x": n((3, 4))}, None),
         ("transpose", "transpose", lambda x: F.transpose(x, (1, 0, 2)), {"x": n((2, 3, 4))}, None),
         ("getitem slice", "getitem", lambda x: F.getitem(x, (slice(None), slice(1, 3))), {"x": n((3, 4))}, None),

@@ -262,8 +262,11 @@ class MLP(Module):
         self.c_proj = Linear(config.intermediate_size, config.n_embd, config.mlp_bias, dtype, residual=True)
 
     def forward(self, x, generator=None):
-        y = F.mlp(x, self.c_fc.weight, self.c_fc.bias, self.c_proj.weight, self.c_proj.bias,
-                  approximate=self.approximate)
+        if type(self.c_fc) is Linear and type(self.c_proj) is Linear:  # the fused op
+            y = F.mlp(x, self.c_fc.weight, self.c_fc.bias, self.c_proj.weight, self.c_proj.bias,
+                      approximate=self.approximate)
+        else:  # a layer with an adapter (training.lora) computes its own linear
+            y = self.c_proj(F.gelu(self.c_fc(x), approximate=self.approximate))
         return _dropout(y, self.p, self.training, generator)
 
 

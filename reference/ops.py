@@ -113,6 +113,13 @@ def linear(x, w, b=None):
     return y if b is None else y + b
 
 
+def lora_linear(x, w, b, lora_a, lora_b, scale, x_drop=None):
+    """PEFT's LoRA forward on a base stored (in, out): x @ w (+ b) + scale * lora_B(lora_A(x_drop)),
+    lora_A.weight (r, in), lora_B.weight (out, r); x_drop is dropout(x), None for x itself."""
+    xd = x if x_drop is None else x_drop
+    return linear(x, w, b) + (xd @ lora_a.T @ lora_b.T) * scale
+
+
 def attention(qkv, n_head, dropout=0.0, training=False, generator=None, keep=None):
     """Causal multi-head self-attention from qkv (B, T, 3C) -> y (B, T, C), built from primitives.
 

@@ -35,10 +35,11 @@ def test_flags_cover_every_field_and_override_files(tmp_path, data, capsys):
     from npgpt.cli import build_parser
 
     help_text = build_parser()._subparsers._group_actions[0].choices["train"].format_help()
-    from npgpt.flags import leaf_fields
+    from npgpt.flags import flat_fields
 
-    for _, f in leaf_fields(TrainConfig):
-        assert "--" + f.name.replace("_", "-") in help_text, f.name
+    for name, *_ in flat_fields(TrainConfig):  # nested fields flat, behind their prefix (--lora-r)
+        assert "--" + name.replace("_", "-") in help_text, name
+    assert "--lora-targets" in help_text and "--lora-rslora" in help_text
     assert "--no-decay-lr" in help_text
     toml = tmp_path / "c.toml"
     toml.write_text('max_iters = 7\nlr = 0.005\nn_layer = 1\ndropout = 0\nlr_decay_iters = 20\n')

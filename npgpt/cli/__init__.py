@@ -252,13 +252,16 @@ def _add_export(p: argparse.ArgumentParser) -> None:
     p.add_argument("out_dir", help="the GPT-2 directory to write (config.json, model.safetensors, vocab.json, merges.txt, ...)")
     p.add_argument("--no-tokenizer", action="store_true", help="write the model alone, without the tokenizer's files")
     p.add_argument("--dtype", choices=("float32", "float64"), help="weights' dtype (default: as trained)")
+    p.add_argument("--merge", action="store_true", help="a LoRA run: fold the adapters into the weights and write the "
+                   "merged model (without it: PEFT's adapter directory, adapter_config.json + adapter_model.safetensors)")
 
 
 def _run_export(args) -> int:
     from .export import export_checkpoint  # noqa: PLC0415
 
     def run():
-        export_checkpoint(args.checkpoint, args.out_dir, tokenizer=not args.no_tokenizer, dtype=args.dtype)
+        export_checkpoint(args.checkpoint, args.out_dir, tokenizer=not args.no_tokenizer, dtype=args.dtype,
+                          merge=args.merge)
         return 0
 
     return _guarded("export", run)

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from ..backend import DTYPES, default_device, devices
 from ..models.config import FIELDS as MODEL_FIELDS
 from ..models.config import GPTConfig
+from .lora import LoraConfig
 from .optim import cosine_lr
 
 
@@ -53,6 +54,8 @@ class TrainConfig:
     device: str | None = _h("'cpu' or 'cuda' (CuPy); none: $NPGPT_DEVICE when the config is made, else cpu", None)
     # the model (on resume and fine-tune: the checkpoint's or directory's, only its dropout from here)
     model: GPTConfig = field(default_factory=GPTConfig, metadata={"help": "the model's description"})
+    # LoRA adapters (none: train every weight); flat as --lora-r, --lora-alpha, ..., or a [lora] table
+    lora: LoraConfig | None = field(default=None, metadata={"help": "LoRA adapters to train", "prefix": "lora_"})
 
     def __post_init__(self):
         if not isinstance(self.model, GPTConfig):
@@ -79,6 +82,11 @@ class TrainConfig:
                 raise ValueError(f"TrainConfig.{name} must lie in [0, 1), got {getattr(self, name)}")
         if not self.init_from:
             raise ValueError("TrainConfig.init_from must be 'scratch', 'resume' or a checkpoint path")
+        if self.lora is not None and not isinstance(self.lora, LoraConfig):
+            raise ValueError(f"TrainConfig.lora must be a LoraConfig or None, got {type(self.lora).__name__}")
+        if self.lora is not None and self.init_from == "scratch":
+            raise ValueError("LoRA adapts a trained model: give --init-from a checkpoint or a Hugging Face directory "
+                             "(or resume), not scratch")
 
     # --- flat values <-> the nested config --------------------------------------------------------
     @classmethod
@@ -87,6 +95,7 @@ class TrainConfig:
         options (`n_layer`), or under "model" (a dict or a GPTConfig); `arch` starts the model from
         that family's defaults (GPTConfig.for_arch)."""
         train, model = split_values(values)
+        train["lora"] = lora_from_values(train.pop("lora", None))
         if isinstance(values.get("model"), GPTConfig):
             if model:
                 raise ValueError(f"give the model as a GPTConfig or as fields, not both: {', '.join(sorted(model))}")
@@ -95,9 +104,11 @@ class TrainConfig:
         return cls(**train, model=m)
 
     def to_dict(self) -> dict:
-        """The training options without the model (a checkpoint stores the model once, on its own)."""
+        """The training options without the model (a checkpoint stores the model once, on its own);
+        lora as a dict of LoraConfig's fields, or None."""
         d = dataclasses.asdict(self)
         del d["model"]
+        d["lora"] = None if self.lora is None else self.lora.to_dict()
         return d
 
     # --- the schedule -----------------------------------------------------------------------------
@@ -113,6 +124,22 @@ class TrainConfig:
 
 
 TRAIN_FIELDS = tuple(f.name for f in dataclasses.fields(TrainConfig) if f.name != "model")
+# flat name -> LoraConfig field: lora_r -> r, lora_targets -> target_modules, lora_rslora -> use_rslora
+LORA_FLAT = {"lora_" + f.metadata.get("flag", f.name): f.name for f in dataclasses.fields(LoraConfig)}
+
+
+def lora_from_values(v) -> LoraConfig | None:
+    """A LoraConfig from a dict of its fields (None or an empty dict: no LoRA)."""
+    if v is None or isinstance(v, LoraConfig):
+        return v
+    if not isinstance(v, dict):
+        raise ValueError(f"lora must be a table of LoRA fields, got {type(v).__name__}")
+    if not v:
+        return None
+    if v.get("r") is None:
+        given = ", ".join(f"--{k.replace('_', '-')}" for k, f in LORA_FLAT.items() if f in v)
+        raise ValueError(f"{given} given without --lora-r: LoRA needs its rank")
+    return LoraConfig.from_dict(v)
 
 
 def split_values(values: dict) -> tuple[dict, dict]:
@@ -125,10 +152,22 @@ def split_values(values: dict) -> tuple[dict, dict]:
                 model.update(v)
             elif not isinstance(v, GPTConfig):
                 raise ValueError(f"model must be a table of model fields, got {type(v).__name__}")
+        elif key == "lora":
+            if isinstance(v, dict):
+                train.setdefault("lora", {}).update(v)
+            elif v is None or isinstance(v, LoraConfig):
+                train["lora"] = v
+            else:
+                raise ValueError(f"lora must be a table of LoRA fields, got {type(v).__name__}")
+        elif key in LORA_FLAT:
+            lora = train.get("lora")
+            if isinstance(lora, LoraConfig):
+                lora = lora.to_dict()
+            train["lora"] = {**(lora or {}), LORA_FLAT[key]: v}
         elif key in MODEL_FIELDS:
             model[key] = v
         elif key in TRAIN_FIELDS:
             train[key] = v
         else:
-            raise ValueError(f"unknown key {key!r}; known: {', '.join(TRAIN_FIELDS + MODEL_FIELDS)}")
+            raise ValueError(f"unknown key {key!r}; known: {', '.join(TRAIN_FIELDS + tuple(LORA_FLAT) + MODEL_FIELDS)}")
     return train, model

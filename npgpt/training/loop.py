@@ -36,6 +36,7 @@ from ..models.gpt import GPT
 from ..process import keep_freed_memory
 from .checkpoint import BEST, LATEST, load_checkpoint, save_checkpoint
 from .config import TrainConfig, split_values  # noqa: F401 - TrainConfig re-exported for callers
+from .lora import LoraConfig
 from .optim import clip_grad_norm, configure_optimizer
 from .start import start_model
 from .log import NoLog, Progress, TrainLog, plot_losses, read_log  # noqa: F401 - read_log re-exported
@@ -148,7 +149,9 @@ def train(cfg: TrainConfig, log=print, *, overwrite: bool = False) -> TrainResul
     tlog.write({"event": "start", "iter": it, "config": dataclasses.asdict(cfg), "params": model.num_params(),
                 "ranks": world.size})
     sft = getattr(data, "FORMAT", None) == "sft"
-    log(f"{model.num_params():,} parameters, {data.vocab_size} tokens in the vocabulary, "
+    trainable = sum(p.size for p in model.parameters() if p.requires_grad)
+    log(f"{model.num_params():,} parameters" + (f" ({trainable:,} trainable)" if trainable != model.num_params() else "")
+        + f", {data.vocab_size} tokens in the vocabulary, "
         + (f"{data.num_examples('train'):,} train / {data.num_examples('val'):,} val examples (SFT: the loss "
            f"counts {data.meta['loss_tokens']['train']:,} of {len(data.train):,} train tokens)" if sft else
            f"{len(data.train):,} train / {len(data.val):,} val tokens")
@@ -173,7 +176,7 @@ def train(cfg: TrainConfig, log=print, *, overwrite: bool = False) -> TrainResul
                         best_val_loss=best, train_config={**cfg.to_dict(), "ranks": world.size}, rng=rng,
                         tokenizer=data.tokenizer)
 
-    params = model.parameters()
+    params = [p for p in model.parameters() if p.requires_grad]  # with LoRA: the adapters alone
     sum_gradients = dist.GradientSum(params, world) if world.size > 1 else None
     draws = dropout_draws(model, data, cfg) if world.size > 1 else 0
     tokens_per_step = cfg.batch_size * cfg.model.block_size * cfg.grad_accum * world.size
@@ -243,6 +246,15 @@ def resume_config(out_dir: str, given: dict) -> TrainConfig:
     ranks, size = ckpt.train_config.get("ranks"), dist.world().size
     if "grad_accum" not in given and isinstance(ranks, int) and ranks != size and saved["grad_accum"] * ranks % size == 0:
         saved["grad_accum"] = saved["grad_accum"] * ranks // size  # the same sequences per step (see _note_batch_change)
+    lora_given, lora_saved = train_given.pop("lora", None), saved.get("lora")
+    if lora_given is not None:  # the adapters' shape is the run's: what is given must be the checkpoint's
+        given = lora_given.to_dict() if isinstance(lora_given, LoraConfig) else lora_given
+        merged = {**(lora_saved or {}), **given}
+        same = "r" in merged and LoraConfig.from_dict(merged).to_dict() == lora_saved
+        if not same:
+            flags = ", ".join(f"--lora-{k.replace('_', '-')} {v!r}" for k, v in given.items())
+            raise ValueError(f"resume: {flags} differs from the LoRA adapters in {ckpt.path} ({lora_saved}); a resumed "
+                             "run keeps its adapters: train into a new --out-dir to change them")
     model = {**ckpt.model_config, **model_given}
     changed = sorted(k for k, v in model_given.items() if k != "dropout" and ckpt.model_config.get(k) != v)
     if changed:

@@ -302,8 +302,9 @@ def cosine_lr(it: int, lr: float, min_lr: float, warmup: int, decay_iters: int) 
 
 def param_groups(model, weight_decay: float) -> list[dict]:
     """Two groups, as nanoGPT: params with ndim >= 2 (matmul weights, embeddings) decay, the rest
-    (biases, layernorm weights) do not."""
-    named = list(model.named_parameters())
+    (biases, layernorm weights) do not. Frozen parameters (requires_grad=False: a LoRA model's base)
+    are left out, so the optimizer holds only what trains."""
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     decay = [(n, p) for n, p in named if p.ndim >= 2]
     no_decay = [(n, p) for n, p in named if p.ndim < 2]
     groups = [{"params": [p for _, p in decay], "weight_decay": weight_decay}]

@@ -14,6 +14,7 @@ import os
 from ..models.config import GPTConfig
 from ..models.gpt import GPT
 from .checkpoint import BEST, LATEST, Checkpoint, load_checkpoint
+from .lora import LoraConfig, add_lora, lora_layers, merge_lora
 
 
 def model_from_checkpoint(ckpt: Checkpoint, dtype="float32", device=None, seed: int = 0, **overrides) -> GPT:
@@ -21,6 +22,9 @@ def model_from_checkpoint(ckpt: Checkpoint, dtype="float32", device=None, seed: 
     `seed` only seeds its dropout generator, since the weights come from the checkpoint."""
     config = GPTConfig.from_dict({**ckpt.model_config, **overrides})
     model = GPT(config, seed=seed, dtype=dtype, device=device, init=False)  # every weight comes from the file
+    lora = (ckpt.train_config or {}).get("lora")
+    if lora:  # a LoRA run's checkpoint holds the base weights and the adapters, under their own names
+        add_lora(model, LoraConfig.from_dict(lora), seed=seed)
     model.load_state_dict(ckpt.model_state)
     return model
 
@@ -91,7 +95,28 @@ def _scratch_config(model: GPTConfig, vocab_size: int) -> GPTConfig:
 
 
 def start_model(cfg, data, log):
-    """(model, checkpoint or None) for cfg.init_from, in train mode on cfg's device and dtype."""
+    """(model, checkpoint or None) for cfg.init_from, in train mode on cfg's device and dtype, with
+    cfg.lora's adapters on it (a fine-tune from a LoRA checkpoint first merges that run's adapters)."""
+    model, ckpt = _start_model(cfg, data, log)
+    resume = cfg.init_from == "resume"
+    if resume and (cfg.lora is not None) != bool(lora_layers(model)):
+        raise ValueError(f"resume: the checkpoint {ckpt.path} {'holds' if lora_layers(model) else 'holds no'} LoRA "
+                         f"adapters, the run {'has none' if cfg.lora is None else 'asks for them'}")
+    if not resume:
+        if lora_layers(model):
+            merge_lora(model)
+            log(f"merged the LoRA adapters of {ckpt.path} into its weights")
+        model = _grow_for(model, data, log)  # rows for tokens the SFT data added, before any new adapters
+        if cfg.lora is not None:
+            layers = add_lora(model, cfg.lora, seed=cfg.seed)
+            c = model.lora_config
+            log(f"LoRA r={c.r} alpha={c.alpha:g} (scale {c.scale:g}) dropout={c.dropout:g} on {len(layers)} layers "
+                f"({', '.join(c.target_modules) if isinstance(c.target_modules, tuple) else c.target_modules}); "
+                "the base weights are frozen")
+    return model, ckpt
+
+
+def _start_model(cfg, data, log):
     if cfg.init_from == "scratch":
         config = _scratch_config(cfg.model, data.vocab_size)
         return GPT(config, seed=cfg.seed, dtype=cfg.dtype, device=cfg.device), None
@@ -99,7 +124,7 @@ def start_model(cfg, data, log):
     if not resume and os.path.isfile(os.path.join(cfg.init_from, "config.json")):  # a Hugging Face directory
         model = finetune_start(cfg.init_from, data.tokenizer, dtype=cfg.dtype, device=cfg.device, seed=cfg.seed,
                                dropout=cfg.model.dropout, log=log, accepted=_data_tokenizers(data))
-        return _grow_for(model, data, log), None
+        return model, None
     if resume and not any(os.path.isfile(os.path.join(cfg.out_dir, n)) for n in (LATEST, BEST)):
         raise ValueError(f"init_from='resume': no checkpoint in {cfg.out_dir} to resume from (expected {LATEST}); "
                          "train with --init-from scratch first, or point --out-dir at a training directory")
@@ -112,4 +137,4 @@ def start_model(cfg, data, log):
                    if getattr(mine, f.name) != getattr(model.config, f.name)]
         log(f"model shape from {ckpt.path}: " + ", ".join(changed))
     log(f"{'resuming' if resume else 'fine-tuning'} from {ckpt.path} (step {ckpt.iter_num})")
-    return (model if resume else _grow_for(model, data, log)), ckpt
+    return model, ckpt

@@ -48,7 +48,8 @@ from .rng import _seek, pcg64_distance
 def dropout_draws(model, data, cfg) -> int:
     """D: the 64-bit draws one training micro-step takes from model.dropout_generator (0 without
     dropout), measured with a no-grad forward on a throwaway batch; the generator is put back."""
-    if model.config.dropout == 0:
+    lora = getattr(model, "lora_config", None)
+    if model.config.dropout == 0 and (lora is None or lora.dropout == 0):  # LoRA's dropout draws from it too
         return 0
     bits = model.dropout_generator.bit_generator
     start, was_training = bits.state, model.training
