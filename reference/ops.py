@@ -147,10 +147,11 @@ def attention(qkv, n_head, dropout=0.0, training=False, generator=None, keep=Non
     return y.transpose(1, 2).contiguous().view(B, T, C)
 
 
-def cross_entropy(logits, targets, ignore_index=-100):
-    """Mean negative log-likelihood of targets under softmax(logits), rows with ignore_index skipped."""
+def cross_entropy(logits, targets, ignore_index=-100, reduction="mean"):
+    """Mean (or sum) negative log-likelihood of targets under softmax(logits), rows with ignore_index skipped."""
     V = logits.shape[-1]
-    return F.cross_entropy(logits.reshape(-1, V), targets.reshape(-1).long(), ignore_index=ignore_index)
+    return F.cross_entropy(logits.reshape(-1, V), targets.reshape(-1).long(), ignore_index=ignore_index,
+                           reduction=reduction)
 
 
 def embedding(ids, w):

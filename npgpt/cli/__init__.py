@@ -86,7 +86,8 @@ def _guarded(name: str, fn, on_error=None) -> int:
 
 
 def _add_prepare(p: argparse.ArgumentParser) -> None:
-    p.add_argument("source", help="a UTF-8 text file, or a corpus name: stdlib (offline) or shakespeare_char")
+    p.add_argument("source", help="a UTF-8 text file, a corpus name: stdlib (offline) or shakespeare_char, or a .jsonl "
+                   "file of SFT examples ({\"prompt\", \"completion\"} or {\"messages\": [...]} per line)")
     p.add_argument("--out", help="output directory (default: data/<source name>)")
     p.add_argument("--tokenizer", choices=("char", "bpe"), help="tokenizer to train (default: char)")
     p.add_argument("--vocab-size", type=int, help="vocabulary size for --tokenizer bpe")
@@ -160,13 +161,14 @@ def _run_train(args) -> int:
     return dist.guard(world, lambda: _guarded(f"train (rank {world.rank} of {world.size})", run, on_error=world.abort))
 
 
-def _add_sample(p: argparse.ArgumentParser) -> None:
-    def none_or(kind):
-        def parse(text):
-            return None if text.lower() == "none" else kind(text)
-        parse.__name__ = kind.__name__  # argparse names the type in its error message
-        return parse
+def _none_or(kind):
+    def parse(text):
+        return None if text.lower() == "none" else kind(text)
+    parse.__name__ = kind.__name__  # argparse names the type in its error message
+    return parse
 
+
+def _add_sample(p: argparse.ArgumentParser) -> None:
     p.add_argument("checkpoint", help="a training directory (its best.safetensors, else ckpt.safetensors), a checkpoint "
                                       "file, a Hugging Face directory of GPT-2, Llama, Qwen2 or Qwen3 (config.json, "
                                       "model.safetensors, vocab.json + merges.txt or tokenizer.json), "
@@ -177,6 +179,14 @@ def _add_sample(p: argparse.ArgumentParser) -> None:
     length = p.add_mutually_exclusive_group()
     length.add_argument("--max-new-tokens", type=int, help="new tokens per sample (default: 500)")
     length.add_argument("--max-length", type=int, help="prompt + new tokens per sample, instead of --max-new-tokens")
+    p.add_argument("--num-samples", type=int, default=1, help="samples, generated one after another (default: 1)")
+    p.add_argument("--eos", action="store_true", help="end a sample at the end-of-text token <|endoftext|>")
+    _add_sampling(p)
+
+
+def _add_sampling(p: argparse.ArgumentParser) -> None:
+    """The sampling options `sample` and `chat` share."""
+    none_or = _none_or
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--do-sample", dest="do_sample", action="store_true", default=True,
                       help="draw each token from the processed distribution (the default)")
@@ -188,9 +198,7 @@ def _add_sample(p: argparse.ArgumentParser) -> None:
                    help="keep the likeliest tokens whose probability reaches p, in (0, 1], or none (default: none)")
     p.add_argument("--repetition-penalty", type=float, default=1.0,
                    help="> 0; above 1 makes tokens already in the text less likely (default: 1.0, which changes nothing)")
-    p.add_argument("--num-samples", type=int, default=1, help="samples, generated one after another (default: 1)")
     p.add_argument("--seed", type=_seed("--seed"), default=1337, help="seed of the sampling generator, >= 0 (default: 1337)")
-    p.add_argument("--eos", action="store_true", help="end a sample at the end-of-text token <|endoftext|>")
     p.add_argument("--no-cache", dest="use_cache", action="store_false",
                    help="recompute the whole context for every token instead of keeping a KV cache")
     p.add_argument("--device", default=default_device(), choices=devices(), help="default: $NPGPT_DEVICE, else cpu")
@@ -216,6 +224,28 @@ def _run_sample(args) -> int:
         return 0
 
     return _guarded("sample", run)
+
+
+def _add_chat(p: argparse.ArgumentParser) -> None:
+    p.add_argument("checkpoint", help="a training directory or checkpoint file (fine-tuned on SFT data), or a Hugging "
+                                      "Face directory (its chat template from tokenizer_config.json)")
+    p.add_argument("--system", help="a system message that opens the conversation (kept when old turns are dropped)")
+    p.add_argument("--chat-template", help="a Jinja chat template file instead of the model's (default: its own, else ChatML)")
+    p.add_argument("--max-new-tokens", type=int, default=200, help="most tokens per reply (default: 200)")
+    _add_sampling(p)
+
+
+def _run_chat(args) -> int:
+    from ..generation.chat import chat  # noqa: PLC0415
+
+    def run():
+        chat(args.checkpoint, system=args.system, template_file=args.chat_template, max_new_tokens=args.max_new_tokens,
+             do_sample=args.do_sample, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
+             repetition_penalty=args.repetition_penalty, seed=args.seed, use_cache=args.use_cache, dtype=args.dtype,
+             device=args.device, inp=sys.stdin, out=sys.stdout, note=sys.stderr)
+        return 0
+
+    return _guarded("chat", run)
 
 
 def _add_export(p: argparse.ArgumentParser) -> None:
@@ -255,6 +285,7 @@ COMMANDS = {
     "prepare": ("tokenize a text file or a named corpus into train.bin/val.bin", _add_prepare, _run_prepare),
     "train": ("train a model (from scratch, resume, or fine-tune a checkpoint)", _add_train, _run_train),
     "sample": ("generate text from a checkpoint or a GPT-2 directory, streamed as it comes", _add_sample, _run_sample),
+    "chat": ("talk with a fine-tuned model: its chat template, replies streamed, Ctrl-D ends", _add_chat, _run_chat),
     "export": ("write a checkpoint as a GPT-2 / Hugging Face directory (transformers' from_pretrained loads it)",
                _add_export, _run_export),
     "plot": ("draw OUT_DIR/loss.png from OUT_DIR/log.jsonl", _add_plot, _run_plot),

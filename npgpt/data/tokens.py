@@ -32,13 +32,14 @@ SPLITS = ("train", "val")
 
 
 DATA_FILES = ("train.bin", "val.bin", "tokenizer.json", "meta.json")
+SFT_FILES = DATA_FILES + tuple(f"{s}_{kind}.bin" for s in SPLITS for kind in ("mask", "offsets"))  # sft.py's
 
 
 def _write_all(out_dir: str, files: dict) -> None:
     """Replace the directory `out_dir` by one holding exactly `files` ({name: bytes}), as a whole
     (fileio.replace_dir): a reader sees the old data or the new, whatever moment a kill lands. A
     directory holding other files than a data directory's is refused before anything is written."""
-    with replace_dir(out_dir, keep_only=DATA_FILES, what="data directory") as tmp:
+    with replace_dir(out_dir, keep_only=SFT_FILES, what="data directory") as tmp:  # either kind replaces either
         for name, payload in files.items():
             try:
                 write_file(os.path.join(tmp, name), payload)
@@ -94,8 +95,14 @@ def prepare(
     `source` is a path to an existing UTF-8 text file, or one of KNOWN_CORPORA. `tokenizer` is
     'char' (None: the default) or 'bpe' (with vocab_size), or `tokenizer_file` reuses a tokenizer. The first
     (1 - val_fraction) of the tokens is the train split, the rest the validation split. With
-    `block_size`, both splits are checked to hold at least block_size + 1 tokens.
+    `block_size`, both splits are checked to hold at least block_size + 1 tokens. A `.jsonl` file is
+    supervised fine-tuning examples: see npgpt.data.sft.prepare_sft.
     """
+    if source.endswith(".jsonl") and os.path.isfile(source):  # examples for supervised fine-tuning
+        from .sft import prepare_sft  # noqa: PLC0415
+
+        return prepare_sft(source, out_dir, tokenizer=tokenizer, vocab_size=vocab_size, tokenizer_file=tokenizer_file,
+                           val_fraction=val_fraction, block_size=block_size, log=log)
     if not 0.0 < val_fraction < 1.0:
         raise ValueError(f"val_fraction must lie strictly between 0 and 1, got {val_fraction}")
     if block_size is not None and (isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 1):

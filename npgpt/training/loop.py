@@ -31,7 +31,7 @@ import numpy as np
 
 from . import dist
 from ..backend import reading_is_free, select_cuda_device
-from ..data.tokens import TokenData
+from ..data.sft import open_data
 from ..models.gpt import GPT
 from ..process import keep_freed_memory
 from .checkpoint import BEST, LATEST, load_checkpoint, save_checkpoint
@@ -125,7 +125,7 @@ def train(cfg: TrainConfig, log=print, *, overwrite: bool = False) -> TrainResul
         select_cuda_device(world.local_rank)
     if cfg.device == "cpu":
         keep_freed_memory()  # training re-allocates the same large arrays every step
-    data = TokenData(cfg.data_dir)
+    data = open_data(cfg.data_dir)  # a token stream (TokenData) or SFT examples (SFTData)
     model, ckpt = start_model(cfg, data, log)
     cfg = dataclasses.replace(cfg, model=model.config)  # the model's own description, vocab_size known
     data.check_block_size(cfg.model.block_size)
@@ -148,10 +148,14 @@ def train(cfg: TrainConfig, log=print, *, overwrite: bool = False) -> TrainResul
     tlog = TrainLog(os.path.join(cfg.out_dir, "log.jsonl"), append=True) if main else NoLog()
     tlog.write({"event": "start", "iter": it, "config": dataclasses.asdict(cfg), "params": model.num_params(),
                 "ranks": world.size})
+    sft = getattr(data, "FORMAT", None) == "sft"
     trainable = sum(p.size for p in model.parameters() if p.requires_grad)
     log(f"{model.num_params():,} parameters" + (f" ({trainable:,} trainable)" if trainable != model.num_params() else "")
         + f", {data.vocab_size} tokens in the vocabulary, "
-        f"{len(data.train):,} train / {len(data.val):,} val tokens, steps {it} -> {cfg.max_iters}"
+        + (f"{data.num_examples('train'):,} train / {data.num_examples('val'):,} val examples (SFT: the loss "
+           f"counts {data.meta['loss_tokens']['train']:,} of {len(data.train):,} train tokens)" if sft else
+           f"{len(data.train):,} train / {len(data.val):,} val tokens")
+        + f", steps {it} -> {cfg.max_iters}"
         + (f", {world.size} ranks x grad_accum {cfg.grad_accum}" if world.size > 1 else ""))
 
     readings = StepReadings(every_step=reading_is_free(cfg.device), out_dir=cfg.out_dir)

@@ -15,7 +15,8 @@ def refuse_mismatch(world: World, cfg, data, model, batch_gen, it: int) -> None:
     """ValueError on every rank unless all ranks have the same config, data files and starting state."""
     if world.size == 1:
         return
-    files = [os.path.join(data.data_dir, n) for n in ("meta.json", "tokenizer.json", "train.bin", "val.bin")]
+    files = getattr(data, "files", None) or [os.path.join(data.data_dir, n)  # SFTData names its own
+                                              for n in ("meta.json", "tokenizer.json", "train.bin", "val.bin")]
     start = {"iter": it, "batches": batch_gen.bit_generator.state, "dropout": model.dropout_generator.bit_generator.state}
     dist.check_same(world, {
         "config": {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("data_dir", "out_dir")},

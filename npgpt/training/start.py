@@ -29,8 +29,32 @@ def model_from_checkpoint(ckpt: Checkpoint, dtype="float32", device=None, seed: 
     return model
 
 
+def _data_tokenizers(data) -> list[dict]:
+    """The tokenizers a model may have been trained with to train on `data`: its own, and (SFT data that
+    added special tokens, npgpt.data.sft) the one it was prepared from, which lacks them."""
+    own = data.tokenizer.to_dict()
+    added = getattr(data, "added_tokens", None)
+    if not added:
+        return [own]
+    from ..data.sft import base_tokenizer_dict  # noqa: PLC0415
+
+    return [own, base_tokenizer_dict(data.tokenizer, added)]
+
+
+def _grow_for(model: GPT, data, log) -> GPT:
+    """model with rows for the special tokens the SFT data added (models/resize.py says how they start)."""
+    if model.config.vocab_size >= data.vocab_size:
+        return model
+    from ..models.resize import grow_vocab  # noqa: PLC0415
+
+    added = ", ".join(getattr(data, "added_tokens", {}) or ()) or f"{data.vocab_size - model.config.vocab_size} ids"
+    log(f"the data's tokenizer adds {added}: the embedding and head grow from {model.config.vocab_size} to "
+        f"{data.vocab_size} rows, each new one the mean of the old rows")
+    return grow_vocab(model, data.vocab_size)
+
+
 def _check_tokenizer(data, ckpt: Checkpoint, what: str) -> None:
-    if ckpt.tokenizer is not None and ckpt.tokenizer != data.tokenizer.to_dict():
+    if ckpt.tokenizer is not None and ckpt.tokenizer not in _data_tokenizers(data):
         old, new = ckpt.load_tokenizer(), data.tokenizer
         raise ValueError(
             f"{what}: the checkpoint {ckpt.path} was trained with a {old.type_name} tokenizer of vocab {old.vocab_size}, "
@@ -41,7 +65,7 @@ def _check_tokenizer(data, ckpt: Checkpoint, what: str) -> None:
 
 
 def finetune_start(path: str, data_tokenizer, dtype="float32", device=None, seed: int = 0, dropout: float = 0.0,
-                   log=print) -> GPT:
+                   log=print, accepted: list[dict] | None = None) -> GPT:
     """`npgpt train --init-from DIR` with a Hugging Face directory: its model in train mode, after
     checking that the data was tokenized with the directory's own tokenizer."""
     model = GPT.from_pretrained(path, dtype=dtype, device=device, dropout=dropout, seed=seed)
@@ -50,7 +74,7 @@ def finetune_start(path: str, data_tokenizer, dtype="float32", device=None, seed
         raise ValueError(f"fine-tune: {path} has no tokenizer files, so npgpt cannot check that the data was "
                          "tokenized with this model's tokenizer; put the model's tokenizer files there and prepare "
                          f"the text with {how}")
-    if tok.to_dict() != data_tokenizer.to_dict():
+    if tok.to_dict() not in (accepted or [data_tokenizer.to_dict()]):
         raise ValueError(f"fine-tune: the Hugging Face directory {path} has a {tok.type_name} tokenizer of vocab "
                          f"{tok.vocab_size}, but the data was prepared with a different {data_tokenizer.type_name} "
                          f"tokenizer of vocab {data_tokenizer.vocab_size}; prepare the text with the model's "
@@ -82,6 +106,7 @@ def start_model(cfg, data, log):
         if lora_layers(model):
             merge_lora(model)
             log(f"merged the LoRA adapters of {ckpt.path} into its weights")
+        model = _grow_for(model, data, log)  # rows for tokens the SFT data added, before any new adapters
         if cfg.lora is not None:
             layers = add_lora(model, cfg.lora, seed=cfg.seed)
             c = model.lora_config
@@ -98,7 +123,7 @@ def _start_model(cfg, data, log):
     resume = cfg.init_from == "resume"
     if not resume and os.path.isfile(os.path.join(cfg.init_from, "config.json")):  # a Hugging Face directory
         model = finetune_start(cfg.init_from, data.tokenizer, dtype=cfg.dtype, device=cfg.device, seed=cfg.seed,
-                               dropout=cfg.model.dropout, log=log)
+                               dropout=cfg.model.dropout, log=log, accepted=_data_tokenizers(data))
         return model, None
     if resume and not any(os.path.isfile(os.path.join(cfg.out_dir, n)) for n in (LATEST, BEST)):
         raise ValueError(f"init_from='resume': no checkpoint in {cfg.out_dir} to resume from (expected {LATEST}); "

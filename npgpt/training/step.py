@@ -17,6 +17,20 @@ the ranks are the one process's gradient up to the order of that sum.
             process averages them: the same bits.
 
 With N = 1 all of this reduces to the plain loop: the same draws in the same order.
+
+On SFT data (npgpt.data.sft.SFTData) a micro-batch is whole examples, right-padded:
+  batches   the step's K x batch_size examples are drawn first (every rank draws all of them) and then
+            cut into K micro-batches of batch_size, all padded to the step's longest example (to
+            block_size when N > 1 with dropout, so every micro-step draws the same D values); so a
+            step sees the same examples, in the same rows, whatever split of batch_size x grad_accum
+            x N gives the same product.
+  loss      the step's loss is the sum of its counted tokens' losses over the number of counted
+            tokens in the whole step, M: micro-step j adds sum_j / M (cross_entropy with reduction
+            "sum", so a micro-batch with nothing to count adds 0, never NaN). M is the sum over the
+            ranks of their micro-batches' counts; since every rank holds the step's whole draw, each
+            computes that sum itself before its first backward, with no message. Never a mean of
+            micro-batch means (wrong whenever the counts differ).
+  eval      the counted-token mean over eval_iters drawn batches: sum of losses / sum of counts.
 """
 
 from __future__ import annotations
@@ -25,7 +39,8 @@ import os
 
 import numpy as np
 
-from ..backend import get_xp, to_numpy
+from .. import functional as F
+from ..backend import get_xp, to_device, to_numpy
 from ..tensor import no_grad
 from .dist import World
 from .rng import _seek, pcg64_distance
@@ -54,6 +69,8 @@ def accumulate_gradients(model, data, cfg, batch_gen: np.random.Generator, world
     gradients add up in each parameter's .grad. Returns this rank's sum of the scaled losses as a
     0-d float64 array on the model's device (summed there: reading it is StepReadings' business).
     `draws` is dropout_draws(...) (unused by one process)."""
+    if is_sft(data):
+        return _accumulate_sft(model, data, cfg, batch_gen, world, draws)
     n, k = world.size, cfg.grad_accum * world.size
     bits = model.dropout_generator.bit_generator
     start = bits.state if n > 1 else None
@@ -78,6 +95,69 @@ def accumulate_gradients(model, data, cfg, batch_gen: np.random.Generator, world
     return loss_sum
 
 
+def is_sft(data) -> bool:
+    """Whether `data` is SFT examples (npgpt.data.sft.SFTData) rather than a token stream."""
+    return getattr(data, "FORMAT", None) == "sft"
+
+
+def sft_step(data, cfg, batch_gen: np.random.Generator, world: World):
+    """The micro-batches of one SFT step, [(x, y)] * K with K = grad_accum x ranks, and the step's
+    count M of counted tokens (see the module docstring)."""
+    k, B = cfg.grad_accum * world.size, cfg.batch_size
+    examples = data.draw("train", k * B, batch_gen)  # the step's examples, drawn before any split
+    pad_to = cfg.model.block_size if world.size > 1 and cfg.model.dropout > 0 else None
+    x, y = data.batch("train", examples, pad_to)  # (K B, T): T the step's longest example (or block_size)
+    count = int((y != -100).sum())  # M: the count over every micro-batch of every rank
+    return [(x[j * B:(j + 1) * B], y[j * B:(j + 1) * B]) for j in range(k)], count
+
+
+def token_loss_sum(model, x, y):
+    """sum over the counted targets of y of -log p(target), as a 0-d Tensor (0 when none counts)."""
+    logits, _ = model(x)  # (B, T, V)
+    return F.cross_entropy(logits, to_device(y, model.device), reduction="sum", check_targets=False)
+
+
+def _accumulate_sft(model, data, cfg, batch_gen, world, draws):
+    """accumulate_gradients on SFT data: micro-step j's loss is sum_j / M (the module docstring)."""
+    n = world.size
+    micro, count = sft_step(data, cfg, batch_gen, world)
+    k, scale = len(micro), 1.0 / max(count, 1)
+    bits = model.dropout_generator.bit_generator
+    start = bits.state if n > 1 else None
+    loss_sum = None
+    for j in range(world.rank, k, n):
+        x, y = micro[j]
+        if n > 1:
+            _seek(bits, start, j * draws)
+            before = bits.state
+        loss = token_loss_sum(model, x, y) * scale
+        loss.backward()
+        part = loss.data.astype("float64")
+        loss_sum = part if loss_sum is None else loss_sum + part
+        if n > 1 and pcg64_distance(before, bits.state) != draws:
+            raise RuntimeError(f"micro-step {j} drew {pcg64_distance(before, bits.state)} dropout values, "
+                               f"not the {draws} measured at the start: the ranks' dropout masks would drift apart")
+    if n > 1:
+        _seek(bits, start, k * draws)
+    if loss_sum is None:  # more ranks than micro-steps: this rank adds nothing
+        loss_sum = get_xp(model.transformer.wte.weight.data).asarray(0.0, dtype="float64")
+    return loss_sum
+
+
+def _estimate_sft(model, data, cfg, split: str, g, world: World) -> float:
+    """The counted-token mean loss over eval_iters drawn batches of `split`: sum of losses / sum of counts."""
+    sums, counts, mine, values = np.zeros(cfg.eval_iters), np.zeros(cfg.eval_iters), [], []
+    for i in range(cfg.eval_iters):
+        x, y = data.batch(split, data.draw(split, cfg.batch_size, g))
+        counts[i] = int((y != -100).sum())  # every rank computes every batch's count
+        if i % world.size == world.rank:
+            mine.append(i)
+            values.append(token_loss_sum(model, x, y).data)
+    if values:
+        sums[mine] = to_numpy(get_xp(values[0]).stack(values)).astype(np.float64)
+    return float(world.allreduce_sum(sums).sum() / max(counts.sum(), 1))
+
+
 def estimate_loss(model, data, cfg, it: int, world: World | None = None) -> dict:
     """Mean loss over eval_iters batches of each split, in eval mode under no_grad; train mode after.
     The batches come from a generator seeded by (seed, it, split), so evaluating never moves the
@@ -90,6 +170,9 @@ def estimate_loss(model, data, cfg, it: int, world: World | None = None) -> dict
         with no_grad():
             for s, split in enumerate(("train", "val")):
                 g = np.random.default_rng([cfg.seed, 3, it, s])
+                if is_sft(data):
+                    out[split] = _estimate_sft(model, data, cfg, split, g, world)
+                    continue
                 mine, values = [], []  # this rank's batch numbers and their losses, left on the device
                 for i in range(cfg.eval_iters):
                     x, y = data.get_batch(split, cfg.batch_size, cfg.model.block_size, g)

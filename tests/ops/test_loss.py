@@ -141,3 +141,25 @@ def test_bad_dtypes_raise():
         F.cross_entropy(Tensor(np.zeros((2, 3), dtype=np.int64)), np.zeros(2, dtype=np.int64))
     with pytest.raises(ValueError, match="V >= 1"):
         F.cross_entropy(Tensor(np.zeros((2, 0))), np.zeros(2, dtype=np.int64))
+
+
+@given(case=cases, seed=st.integers(0, 2**16))
+@_with_edges
+def test_sum_reduction_parity_float64(xp, case, seed):
+    """reduction="sum" (what a training step on SFT data divides by its own count) against PyTorch's."""
+    logits, targets = _data(*case, seed)
+    check_parity(F.cross_entropy, R.cross_entropy, {"logits": logits, "targets": targets}, xp=xp, seed=seed,
+                 options={"reduction": "sum"})
+
+
+def test_sum_reduction_with_every_target_ignored_is_zero_not_nan(xp):
+    logits, targets = _data((2, 3), 4, 0.0, 2)
+    targets[...] = -100
+    y, yt = check_parity(F.cross_entropy, R.cross_entropy, {"logits": logits, "targets": targets}, xp=xp,
+                         options={"reduction": "sum"})
+    assert float(y.data) == 0.0 and yt.item() == 0.0
+
+
+def test_unknown_reduction_is_refused():
+    with pytest.raises(ValueError, match="reduction must be 'mean' or 'sum'"):
+        F.cross_entropy(np.zeros((2, 3)), np.zeros(2, dtype=np.int64), reduction="none")
