@@ -95,14 +95,9 @@ def prepare(
     `source` is a path to an existing UTF-8 text file, or one of KNOWN_CORPORA. `tokenizer` is
     'char' (None: the default) or 'bpe' (with vocab_size), or `tokenizer_file` reuses a tokenizer. The first
     (1 - val_fraction) of the tokens is the train split, the rest the validation split. With
-    `block_size`, both splits are checked to hold at least block_size + 1 tokens. A `.jsonl` file is
-    supervised fine-tuning examples: see npgpt.data.sft.prepare_sft.
+    `block_size`, both splits are checked to hold at least block_size + 1 tokens. (A `.jsonl` file of
+    supervised fine-tuning examples goes to npgpt.data.sft.prepare_sft; npgpt.data.prepare picks.)
     """
-    if source.endswith(".jsonl") and os.path.isfile(source):  # examples for supervised fine-tuning
-        from .sft import prepare_sft  # noqa: PLC0415
-
-        return prepare_sft(source, out_dir, tokenizer=tokenizer, vocab_size=vocab_size, tokenizer_file=tokenizer_file,
-                           val_fraction=val_fraction, block_size=block_size, log=log)
     if not 0.0 < val_fraction < 1.0:
         raise ValueError(f"val_fraction must lie strictly between 0 and 1, got {val_fraction}")
     if block_size is not None and (isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 1):
