@@ -118,7 +118,7 @@ def threads(request):
 
 @pytest.fixture
 def walked_blocks(monkeypatch):
-    """{op module: most blocks one parallel.run / run_serial call walked}, filled as the test runs,
+    """{op module: most blocks one parallel.run / run_chains / run_serial call walked}, filled as the test runs,
     so a fast-path test can assert its shapes really crossed block seams (and says so when a change
     of block sizes leaves them inside one block)."""
     from npgpt import parallel
@@ -135,4 +135,5 @@ def walked_blocks(monkeypatch):
 
     monkeypatch.setattr(parallel, "run", spy(parallel.run))
     monkeypatch.setattr(parallel, "run_serial", spy(parallel.run_serial))
+    monkeypatch.setattr(parallel, "run_chains", spy(parallel.run_chains))
     return seen

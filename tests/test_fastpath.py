@@ -61,9 +61,9 @@ def test_attention_float32_at_the_longest_sequence(threads):
 
 
 # --- layer norm, GELU, MLP --------------------------------------------------------------------------
-# layer_norm's blocks are 65,536 elements today: (4, 129, 256) is 516 rows of 256 in blocks of 256
-# rows (the last one 4 rows); (3, 70001) has rows longer than a block (one row per block).
-@pytest.mark.parametrize("shape", [(4, 129, 256), (3, 70001)], ids=str)
+# layer_norm's blocks are 131,072 elements today: (4, 257, 256) is 1028 rows of 256 in blocks of 512
+# rows (the last one 4 rows); (3, 140001) has rows longer than a block (one row per block).
+@pytest.mark.parametrize("shape", [(4, 257, 256), (3, 140001)], ids=str)
 @pytest.mark.parametrize("bias", [True, False], ids=["bias", "no bias"])
 def test_layer_norm_parity(threads, walked_blocks, shape, bias):
     args = layernorm_tests._args(np.random.default_rng(7), shape, bias, offset=3.0)
@@ -71,9 +71,9 @@ def test_layer_norm_parity(threads, walked_blocks, shape, bias):
     assert walked_blocks["npgpt.ops.layernorm"] >= 3, f"{shape} fits in fewer than 3 row blocks: make it larger"
 
 
-# GELU's blocks are 32,768 elements today: 260 rows of 1000 walk 9 blocks, rows of 40,001 one row
+# GELU's blocks are 65,536 elements today: 260 rows of 1000 walk 4 blocks, rows of 70,001 one row
 # per block. float32's exact form also walks erf's table in its own flat blocks.
-@pytest.mark.parametrize("shape", [(4, 65, 1000), (3, 40001)], ids=str)
+@pytest.mark.parametrize("shape", [(4, 65, 1000), (3, 70001)], ids=str)
 @pytest.mark.parametrize("approximate", ["tanh", "none"])
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 def test_gelu_parity(threads, walked_blocks, shape, approximate, dtype):
@@ -85,7 +85,7 @@ def test_gelu_parity(threads, walked_blocks, shape, approximate, dtype):
 @pytest.mark.parametrize("approximate", ["tanh", "none"])
 @pytest.mark.parametrize("b_fc", [True, False], ids=["b_fc", "no b_fc"])
 def test_mlp_parity(threads, walked_blocks, approximate, b_fc):
-    """x (4, 129, 64), H = 256: the hidden (516, 256) walks 5 GELU row blocks (4 of 128 rows, then 4)."""
+    """x (4, 129, 64), H = 256: the hidden (516, 256) walks 3 GELU row blocks (2 of 256 rows, then 4)."""
     args = mlp_tests._args(np.random.default_rng(9), (4, 129), 64, 256, 64, b_fc=b_fc)
     mlp_tests._run(args, seed=9, options={"approximate": approximate})
     assert walked_blocks["npgpt.ops.activation"] >= 3, "the hidden layer fits in fewer than 3 row blocks: make it larger"
@@ -110,12 +110,12 @@ def test_embedding_parity(threads):
 
 
 # --- the whole model --------------------------------------------------------------------------------
-# B = 8, T = 130 (3 query chunks), C = 64, 4 heads: B*T*C = 66,560 elements, past one layer-norm row
-# block; the MLP's hidden (1040, 256) walks 9 GELU blocks; attention's B*NH*T^2 = 540,800 scores go to
+# B = 8, T = 130 (3 query chunks), C = 128, 4 heads: B*T*C = 133,120 elements, past one layer-norm row
+# block; the MLP's hidden (1040, 512) walks 9 GELU blocks; attention's B*NH*T^2 = 540,800 scores go to
 # the pool in 3 blocks of sequences, on both threads at 2.
 MODEL_CONFIGS = [
-    GPTConfig(vocab_size=67, block_size=130, n_layer=2, n_head=4, n_embd=64),
-    GPTConfig(vocab_size=67, block_size=130, n_layer=2, n_head=4, n_embd=64, bias=False, activation="gelu",
+    GPTConfig(vocab_size=67, block_size=130, n_layer=2, n_head=4, n_embd=128),
+    GPTConfig(vocab_size=67, block_size=130, n_layer=2, n_head=4, n_embd=128, bias=False, activation="gelu",
               pos_encoding="sinusoidal", tie_embeddings=False),
 ]
 

@@ -15,8 +15,8 @@ class LayerNorm(Function):
     Saved:    x (the input, which the graph holds anyway), mu (N, 1), rstd (N, 1), w, with N the
               rows; backward recomputes xhat = (x - mu) * rstd block by block (the same bits), so
               no (N, C) array is saved of its own. Nothing under no_grad. Forward and backward walk
-              blocks of rows that stay in cache, on the calling thread (parallel.run_serial says
-              why not on the pool); dw and db add the blocks' partial sums in block order.
+              blocks of rows that stay in cache, each thread one contiguous run of them
+              (parallel.run_chains); dw and db add the blocks' partial sums in block order.
     Backward: forward steps
                 1. mu = mean_C(x),  xc = x - mu,  rstd = 1 / sqrt(mean_C(xc^2) + eps)
                 2. xhat = xc * rstd
@@ -61,7 +61,7 @@ class LayerNorm(Function):
             if b is not None:
                 y[i0:i1] += b
 
-        parallel.run_serial(rows, row_blocks(xp, x2.shape[0], C, _BLOCK))
+        parallel.run_chains(rows, row_blocks(xp, x2.shape[0], C, _BLOCK), x2.size)
         if rec:
             self.x, self.mu, self.rstd, self.w = x2, mu, rstd, w
         return y.reshape(x.shape)
@@ -90,13 +90,13 @@ class LayerNorm(Function):
             return ((dyb * xh).sum(axis=0) if need_w else None,  # 3. this block's part of dw
                     dyb.sum(axis=0) if need_b else None)  # 3. and of db
 
-        parts = parallel.run_serial(rows, row_blocks(xp, dy2.shape[0], C, _BLOCK))
+        parts = parallel.run_chains(rows, row_blocks(xp, dy2.shape[0], C, _BLOCK), dy2.size)
         dw = parallel.sum_in_order(p[0] for p in parts) if need_w else None  # (C,)
         db = parallel.sum_in_order(p[1] for p in parts) if need_b else None  # (C,)
         return (dx.reshape(dy.shape) if need_x else None), dw, db
 
 
-_BLOCK = 1 << 16  # elements per row block on the CPU: a block's rows of x, xhat and y stay in a core's cache
+_BLOCK = 1 << 17  # elements per row block on the CPU: a block's rows of x, xhat and y stay in a core's cache, its ufunc calls long enough that two threads rarely wait on the GIL
 
 
 def _row_dot(xp, a, b):

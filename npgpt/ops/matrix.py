@@ -7,8 +7,9 @@ each summed over the batch axes its input was broadcast along.
 
 from __future__ import annotations
 
+from ..backend import get_xp
 from ..function import Function
-from ._util import check_float, unbroadcast
+from ._util import check_float, sum_rows, unbroadcast
 
 
 def _swap(a):
@@ -70,10 +71,11 @@ class Linear(Function):
         return y.reshape(*x.shape[:-1], w.shape[1])  # (..., Cout)
 
     def backward(self, dy):
+        xp = get_xp(dy)
         cin, cout = self.w.shape
         dx = (dy.reshape(-1, cout) @ self.w.T).reshape(self.x.shape) if self.needs_grad[0] else None  # (..., Cin)
         dw = self.x.reshape(-1, cin).T @ dy.reshape(-1, cout) if self.needs_grad[1] else None  # (Cin, Cout)
-        db = dy.reshape(-1, cout).sum(axis=0) if self.needs_grad[2] else None  # (Cout,)
+        db = sum_rows(xp, dy.reshape(-1, cout)) if self.needs_grad[2] else None  # (Cout,)
         return dx, dw, db
 
 

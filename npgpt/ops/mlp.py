@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from ..function import Function
-from ._util import check_float
+from ..backend import get_xp
+from ._util import check_float, sum_rows
 from .activation import check_approximate, gelu_with_grad
 
 
@@ -49,6 +50,7 @@ class MLP(Function):
         return y.reshape(*lead, w_proj.shape[1])  # (..., Cout)
 
     def backward(self, dy):
+        xp = get_xp(dy)
         C, H = self.w_fc.shape
         Cout = self.w_proj.shape[1]
         need_x, need_wfc, need_bfc, need_wproj, need_bproj = self.needs_grad
@@ -56,7 +58,7 @@ class MLP(Function):
         dy2 = dy.reshape(-1, Cout)  # (N, Cout)
         # 3.
         dw_proj = a.T @ dy2 if need_wproj else None  # (H, Cout)
-        db_proj = dy2.sum(axis=0) if need_bproj else None  # (Cout,)
+        db_proj = sum_rows(xp, dy2) if need_bproj else None  # (Cout,)
         dx = dw_fc = db_fc = None
         if need_x or need_wfc or need_bfc:
             da = dy2 @ self.w_proj.T  # (N, H)
@@ -67,7 +69,7 @@ class MLP(Function):
             if need_wfc:
                 dw_fc = self.x.reshape(-1, C).T @ dh  # (C, H)
             if need_bfc:
-                db_fc = dh.sum(axis=0)  # (H,)
+                db_fc = sum_rows(xp, dh)  # (H,)
             if need_x:
                 dx = (dh @ self.w_fc.T).reshape(self.x.shape)  # (..., C)
         return dx, dw_fc, db_fc, dw_proj, db_proj
