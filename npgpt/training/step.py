@@ -105,10 +105,18 @@ def sft_step(data, cfg, batch_gen: np.random.Generator, world: World):
     count M of counted tokens (see the module docstring)."""
     k, B = cfg.grad_accum * world.size, cfg.batch_size
     examples = data.draw("train", k * B, batch_gen)  # the step's examples, drawn before any split
-    pad_to = cfg.model.block_size if world.size > 1 and cfg.model.dropout > 0 else None
+    pad_to = cfg.model.block_size if _draws_dropout(cfg) else None
     x, y = data.batch("train", examples, pad_to)  # (K B, T): T the step's longest example (or block_size)
     count = int((y != -100).sum())  # M: the count over every micro-batch of every rank
     return [(x[j * B:(j + 1) * B], y[j * B:(j + 1) * B]) for j in range(k)], count
+
+
+def _draws_dropout(cfg) -> bool:
+    """Whether a micro-step draws dropout masks (the model's or LoRA's). Then every micro-batch is padded
+    to block_size, in one process and on N ranks alike: the draws per micro-step (D, measured once on
+    a block_size batch) must not depend on the step's longest example, or rank r could not seek its
+    micro-steps' masks and N ranks would not equal one process."""
+    return cfg.model.dropout > 0 or (cfg.lora is not None and cfg.lora.dropout > 0)
 
 
 def token_loss_sum(model, x, y):
