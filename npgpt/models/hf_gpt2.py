@@ -17,9 +17,8 @@ on the way out.
 
 from __future__ import annotations
 
-import numpy as np
-
 from .config import GPTConfig
+from .hf_weights import place_head
 
 TANH_GELUS = ("gelu_new", "gelu_pytorch_tanh", "gelu_fast", "gelu_python_tanh")
 EXACT_GELUS = ("gelu", "gelu_python")
@@ -107,16 +106,7 @@ def state_from_hf(tensors: dict, config: GPTConfig, where: str) -> dict:
         if name.endswith(BUFFERS):
             continue
         state["transformer." + name] = value
-    wte = state.get("transformer.wte.weight")
-    if config.tie_embeddings:
-        if head is not None and wte is not None and (head.shape != wte.shape or not np.array_equal(head, wte)):
-            raise ValueError(f"{where}: tie_word_embeddings is true, but lm_head.weight differs from wte.weight; "
-                             "set tie_word_embeddings to false in config.json to keep a separate head")
-    elif head is None:
-        raise ValueError(f"{where}: tie_word_embeddings is false, but the checkpoint has no lm_head.weight")
-    else:
-        state["lm_head.weight"] = head
-    return state
+    return place_head(state, head, "transformer.wte.weight", config.tie_embeddings, where)
 
 
 def state_to_hf(state: dict, config: GPTConfig) -> dict:

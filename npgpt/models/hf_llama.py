@@ -24,6 +24,7 @@ import numpy as np
 
 from ..ops.rope import REFUSED_ROPE_TYPES, ROPE_TYPES
 from .config import GPTConfig
+from .hf_weights import place_head
 
 MODEL_TYPES = ("llama", "qwen2", "qwen3")
 ARCHITECTURES = {"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM", "qwen3": "Qwen3ForCausalLM"}
@@ -165,16 +166,7 @@ def state_from_hf(tensors: dict, config: GPTConfig, where: str) -> dict:
             head = value
             continue
         state[key] = np.ascontiguousarray(value.T) if _is_linear_weight(key) and value.ndim == 2 else value
-    emb = state.get("model.embed_tokens.weight")
-    if config.tie_embeddings:
-        if head is not None and emb is not None and (head.shape != emb.shape or not np.array_equal(head, emb)):
-            raise ValueError(f"{where}: tie_word_embeddings is true, but lm_head.weight differs from "
-                             "model.embed_tokens.weight; set tie_word_embeddings to false to keep a separate head")
-    elif head is None:
-        raise ValueError(f"{where}: tie_word_embeddings is false, but the checkpoint has no lm_head.weight")
-    else:
-        state["lm_head.weight"] = head
-    return state
+    return place_head(state, head, "model.embed_tokens.weight", config.tie_embeddings, where)
 
 
 def state_to_hf(state: dict, config: GPTConfig) -> dict:

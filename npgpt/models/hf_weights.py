@@ -104,3 +104,20 @@ def read_safetensors(path: str) -> dict:
 def read_bin(path: str) -> dict:
     """{name: array} from a PyTorch state dict file, without PyTorch (see npgpt.models.torch_pickle)."""
     return load_state_dict(path)
+
+
+def place_head(state: dict, head, embedding_key: str, tied: bool, where: str) -> dict:
+    """Put a checkpoint's `lm_head.weight` (or None) into npgpt's state dict `state`, in place: with a
+    tied head it must be absent or equal to the embedding `embedding_key` (npgpt then keeps none);
+    untied it is required. ValueError naming `where` otherwise. Returns state."""
+    emb = state.get(embedding_key)
+    if tied:
+        if head is not None and emb is not None and (head.shape != emb.shape or not np.array_equal(head, emb)):
+            shown = embedding_key.removeprefix("transformer.")  # GPT-2 checkpoints may leave the prefix out
+            raise ValueError(f"{where}: tie_word_embeddings is true, but lm_head.weight differs from {shown}; "
+                             "set tie_word_embeddings to false in config.json to keep a separate head")
+    elif head is None:
+        raise ValueError(f"{where}: tie_word_embeddings is false, but the checkpoint has no lm_head.weight")
+    else:
+        state["lm_head.weight"] = head
+    return state
