@@ -71,19 +71,25 @@ def accumulate_gradients(model, data, cfg, batch_gen: np.random.Generator, world
     `draws` is dropout_draws(...) (unused by one process)."""
     if is_sft(data):
         return _accumulate_sft(model, data, cfg, batch_gen, world, draws)
-    n, k = world.size, cfg.grad_accum * world.size
+    k = cfg.grad_accum * world.size
+    batches = [data.get_batch("train", cfg.batch_size, cfg.model.block_size, batch_gen) for _ in range(k)]  # all K
+    return _micro_steps(model, world, draws, k, lambda j: model(*batches[j])[1] * (1.0 / k))
+
+
+def _micro_steps(model, world: World, draws: int, k: int, loss_of):
+    """Forward and backward of this rank's micro-steps j = rank, rank + N, ... of k, loss_of(j) giving
+    micro-step j's scaled loss; on N > 1 ranks the dropout generator is put at micro-step j's position
+    first and past all k after (the module docstring), and each micro-step must draw exactly `draws`.
+    Returns this rank's sum of the scaled losses, 0-d float64 on the model's device (0 with no step)."""
+    n = world.size
     bits = model.dropout_generator.bit_generator
     start = bits.state if n > 1 else None
     loss_sum = None
-    for j in range(k):
-        x, y = data.get_batch("train", cfg.batch_size, cfg.model.block_size, batch_gen)
-        if j % n != world.rank:
-            continue
+    for j in range(world.rank, k, n):
         if n > 1:
             _seek(bits, start, j * draws)
             before = bits.state
-        _, loss = model(x, y)
-        loss = loss * (1.0 / k)
+        loss = loss_of(j)
         loss.backward()
         part = loss.data.astype("float64")  # float64, as summing Python floats did: the same bits
         loss_sum = part if loss_sum is None else loss_sum + part
@@ -92,6 +98,8 @@ def accumulate_gradients(model, data, cfg, batch_gen: np.random.Generator, world
                                f"not the {draws} measured at the start: the ranks' dropout masks would drift apart")
     if n > 1:
         _seek(bits, start, k * draws)
+    if loss_sum is None:  # more ranks than micro-steps: this rank adds nothing
+        loss_sum = model.xp.asarray(0.0, dtype="float64")
     return loss_sum
 
 
@@ -127,29 +135,9 @@ def token_loss_sum(model, x, y):
 
 def _accumulate_sft(model, data, cfg, batch_gen, world, draws):
     """accumulate_gradients on SFT data: micro-step j's loss is sum_j / M (the module docstring)."""
-    n = world.size
     micro, count = sft_step(data, cfg, batch_gen, world)
-    k, scale = len(micro), 1.0 / max(count, 1)
-    bits = model.dropout_generator.bit_generator
-    start = bits.state if n > 1 else None
-    loss_sum = None
-    for j in range(world.rank, k, n):
-        x, y = micro[j]
-        if n > 1:
-            _seek(bits, start, j * draws)
-            before = bits.state
-        loss = token_loss_sum(model, x, y) * scale
-        loss.backward()
-        part = loss.data.astype("float64")
-        loss_sum = part if loss_sum is None else loss_sum + part
-        if n > 1 and pcg64_distance(before, bits.state) != draws:
-            raise RuntimeError(f"micro-step {j} drew {pcg64_distance(before, bits.state)} dropout values, "
-                               f"not the {draws} measured at the start: the ranks' dropout masks would drift apart")
-    if n > 1:
-        _seek(bits, start, k * draws)
-    if loss_sum is None:  # more ranks than micro-steps: this rank adds nothing
-        loss_sum = get_xp(model.transformer.wte.weight.data).asarray(0.0, dtype="float64")
-    return loss_sum
+    scale = 1.0 / max(count, 1)
+    return _micro_steps(model, world, draws, len(micro), lambda j: token_loss_sum(model, *micro[j]) * scale)
 
 
 def _estimate_sft(model, data, cfg, split: str, g, world: World) -> float:
