@@ -30,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
+import json
 import os
 import re
 import secrets
@@ -310,3 +311,12 @@ def write_file(path: str, payload: bytes | str) -> None:
             os.close(fd)
     except OSError as e:
         raise named_error(e, path) from None
+
+
+def read_json(path: str):
+    """The JSON value in the UTF-8 file `path`; ValueError naming the file when it is not valid JSON."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path}: not valid JSON: {e}") from None

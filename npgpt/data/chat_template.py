@@ -25,6 +25,8 @@ import os
 from datetime import datetime
 from functools import lru_cache
 
+from ..fileio import read_json
+
 # ChatML, the template Qwen and many others ship: <|im_start|>role\n...<|im_end|>\n per message.
 CHATML = ("{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + "
           "'<|im_end|>' + '\\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}")
@@ -102,11 +104,7 @@ def find_chat_template(path: str | None) -> tuple[str | None, dict]:
     config_path = os.path.join(folder, "tokenizer_config.json")
     config = {}
     if os.path.isfile(config_path):
-        try:
-            with open(config_path, encoding="utf-8") as f:
-                config = json.load(f)
-        except (ValueError, UnicodeDecodeError) as e:
-            raise ValueError(f"{config_path}: not valid JSON ({e})") from None
+        config = read_json(config_path)
         if not isinstance(config, dict):
             raise ValueError(f"{config_path}: expected a JSON object")
     specials = {k: t for k in _SPECIAL_KEYS if (t := _token_text(config.get(k))) is not None}

@@ -23,6 +23,7 @@ import re
 import numpy as np
 
 from ..backend import to_numpy
+from ..fileio import read_json
 from . import hf_gpt2, hf_llama
 from .hf_weights import read_weights
 
@@ -95,12 +96,7 @@ def load_pretrained(cls, path_or_name, dtype="float32", device=None, dropout: fl
     config_path = os.path.join(folder, "config.json")
     if not os.path.isfile(config_path):
         raise FileNotFoundError(f"{folder}: no config.json; not a GPT-2 / Hugging Face model directory")
-    try:
-        with open(config_path, encoding="utf-8") as f:
-            raw = json.load(f)
-    except (ValueError, UnicodeDecodeError) as e:
-        raise ValueError(f"{config_path}: not valid JSON: {e}") from None
-    config = config_from_hf(raw, config_path, dropout)
+    config = config_from_hf(read_json(config_path), config_path, dropout)
     state = LAYOUT_FAMILY[config.layout].state_from_hf(read_weights(folder), config, folder)
     model = cls(config, seed=seed, dtype=dtype, device=device, init=False)  # load_state_dict fills every parameter
     try:

@@ -22,24 +22,16 @@ from __future__ import annotations
 import json
 import os
 
-from ..fileio import atomic_write
+from ..fileio import atomic_write, read_json
 from .bpe_import import bytes_to_unicode, read_hf_files
 
 HF_FILES = ("vocab.json", "merges.txt")
 EOT_TEXT = "<|endoftext|>"
 
 
-def _read_json(path: str):
-    try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except (ValueError, UnicodeDecodeError) as e:
-        raise ValueError(f"{path}: not valid JSON: {e}") from e
-
-
 def _config_specials(path: str) -> dict[str, int]:
     """{text: id} of tokenizer_config.json's special added tokens; refuse what npgpt cannot honour."""
-    cfg = _read_json(path)
+    cfg = read_json(path)
     if not isinstance(cfg, dict):
         raise ValueError(f"{path}: expected a JSON object")
     if cfg.get("add_prefix_space"):
@@ -105,7 +97,7 @@ def _hf_tokenizer_json(path: str) -> bool:
     if not os.path.isfile(f):
         return False
     try:
-        return is_hf_tokenizer_json(_read_json(f))
+        return is_hf_tokenizer_json(read_json(f))
     except ValueError:
         return False
 

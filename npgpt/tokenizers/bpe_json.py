@@ -32,6 +32,7 @@ import os
 
 import regex
 
+from ..fileio import read_json
 from .bpe_import import bytes_to_unicode
 
 _GAP_OPEN, _GAP_MID, _GAP_CLOSE = "(?:", ")|(?:(?!(?:", "))(?s:.))+"
@@ -194,11 +195,7 @@ def is_hf_tokenizer_json(d) -> bool:
 def read_tokenizer_json(cls, path):
     """The BPETokenizer of a Hugging Face tokenizer.json file; ValueError naming the file otherwise."""
     path = os.fspath(path)
-    try:
-        with open(path, encoding="utf-8") as f:
-            d = json.load(f)
-    except (ValueError, UnicodeDecodeError) as e:
-        raise ValueError(f"{path}: not valid JSON: {e}") from e
+    d = read_json(path)
     try:
         return tokenizer_from_json_dict(cls, d)
     except ValueError as e:

@@ -42,6 +42,7 @@ import numpy as np
 
 from .. import functional as F
 from ..backend import rng, to_device, to_numpy
+from ..fileio import read_json
 from ..nn import Linear, Module, Parameter, _dropout
 
 ADAPTER_CONFIG = "adapter_config.json"
@@ -302,11 +303,7 @@ def read_adapter_config(path) -> LoraConfig:
     cfg_path = os.path.join(path, ADAPTER_CONFIG)
     if not os.path.isfile(cfg_path):
         raise ValueError(f"{path}: no {ADAPTER_CONFIG}; not a PEFT adapter directory")
-    try:
-        with open(cfg_path, encoding="utf-8") as f:
-            d = json.load(f)
-    except (ValueError, UnicodeDecodeError) as e:
-        raise ValueError(f"{cfg_path}: not valid JSON: {e}") from None
+    d = read_json(cfg_path)
     if not isinstance(d, dict) or d.get("peft_type") != "LORA":
         raise ValueError(f"{cfg_path}: peft_type {d.get('peft_type') if isinstance(d, dict) else d!r}, npgpt loads LORA adapters")
     bad = [f"{k}={d[k]!r}" for k, ok in _UNSUPPORTED.items() if d.get(k) not in (ok, None, False) and d[k] != {}]
