@@ -25,6 +25,7 @@ from tests.helpers import TOL, check_parity
 from tests.ops import test_attention as attention_tests
 from tests.ops import test_layernorm as layernorm_tests
 from tests.ops import test_mlp as mlp_tests
+from tests.ops import test_swiglu as swiglu_tests
 from tests.test_reference import errors_of, pair
 
 # --- attention -------------------------------------------------------------------------------------
@@ -91,6 +92,15 @@ def test_mlp_parity(threads, walked_blocks, approximate, b_fc):
     assert walked_blocks["npgpt.ops.activation"] >= 3, "the hidden layer fits in fewer than 3 row blocks: make it larger"
 
 
+@pytest.mark.parametrize("biases", [(False, False, False), (True, True, True)], ids=["Llama", "biases"])
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_swiglu_mlp_parity(threads, walked_blocks, biases, dtype):
+    """x (4, 129, 64), H = 256: g, u and m (516, 256) walk 3 row blocks of 65,536 elements (2 of 256 rows, then 4)."""
+    args = swiglu_tests._args(np.random.default_rng(11), (4, 129), 64, 256, 64, biases, gate_scale=3.0)
+    swiglu_tests._run(args, seed=11, dtype=dtype)
+    assert walked_blocks["npgpt.ops.swiglu"] >= 3, "the hidden layer fits in fewer than 3 row blocks: make it larger"
+
+
 # --- cross-entropy and embeddings: no block walk today, but checked at a training batch's size -------
 def test_cross_entropy_parity(threads):
     """(4, 129, 257) logits, about 133,000 elements, a tenth of the targets ignored."""
@@ -155,5 +165,7 @@ def test_tiny_blocks_cross_many_seams(tiny_blocks, walked_blocks):
     y.sum().backward()
     qkv = Tensor(g.standard_normal((3, 5, 6)), requires_grad=True)
     F.attention(qkv, 2).sum().backward()
-    for module in ("npgpt.ops.layernorm", "npgpt.ops.activation", "npgpt.ops.attention"):
+    w = [Tensor(g.standard_normal(s), requires_grad=True) for s in ((6, 8), (6, 8), (8, 6))]
+    F.swiglu_mlp(x, *w).sum().backward()
+    for module in ("npgpt.ops.layernorm", "npgpt.ops.activation", "npgpt.ops.attention", "npgpt.ops.swiglu"):
         assert walked_blocks.get(module, 0) >= 3, f"{module} walked {walked_blocks.get(module, 0)} blocks under tiny sizes"

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 from ..backend import get_xp
 from ..function import Function
 from ..tensor import Tensor
-from ._util import check_float
+from .. import parallel
+from ._util import check_float, row_blocks, sum_rows
 
 
 class SwiGLUMLP(Function):
@@ -15,96 +18,119 @@ class SwiGLUMLP(Function):
 
     Shapes:   x (..., C), w_gate (C, H), w_up (C, H), w_down (H, Cout), b_gate (H,), b_up (H,),
               b_down (Cout,)  ->  y (..., Cout)
-    Saved:    x, g and u (both (N, H), N the rows), the three weights. Backward recomputes
-              sigmoid(g) and silu(g) from g (one exp over (N, H), cheap next to the five matrix
-              products) instead of keeping a third (N, H) array. Nothing under no_grad.
-    Forward:  1. g = x @ w_gate + b_gate,  u = x @ w_up + b_up    # (N, H) each
+    Saved:    x, g and u (side by side in one (N, 2H) array, N the rows), [w_gate | w_up] and w_down.
+              Backward recomputes sigmoid(g) and silu(g) from g (one exp over (N, H), cheap next to
+              the matrix products) instead of keeping a third (N, H) array. Nothing under no_grad.
+    Forward:  1. [g | u] = x @ [w_gate | w_up] + [b_gate | b_up]  # (N, 2H): one matrix product
               2. sg = sigmoid(g),  a = g * sg                     # silu(g)  (N, H)
               3. m = a * u                                        # (N, H)
               4. y = m @ w_down + b_down                          # (N, Cout)
-    Backward: 4. dw_down = m^T @ dy,  db_down = sum_rows(dy),  dm = dy @ w_down^T
+    Backward: 4. dm = dy @ w_down^T,  dw_down = m^T @ dy,  db_down = sum_rows(dy)
               3. da = dm * u,  du = dm * a
               2. silu'(g) = sg + g * sg * (1 - sg) = sg * (1 + g * (1 - sg)),  dg = da * silu'(g)
-              1. dw_gate = x^T @ dg,  db_gate = sum_rows(dg),  dw_up = x^T @ du,  db_up = sum_rows(du),
-                 dx = dg @ w_gate^T + du @ w_up^T
+              1. [dw_gate | dw_up] = x^T @ [dg | du],  [db_gate | db_up] = sum_rows([dg | du]),
+                 dx = [dg | du] @ [w_gate | w_up]^T  (= dg @ w_gate^T + du @ w_up^T)
+    Steps 2-3 and their backward walk blocks of rows through per-thread scratch, on the thread
+    pool (`_in_row_blocks`, as GELU): every element is computed alone, so the bits do not depend on
+    the blocks or the threads.
     """
 
     def forward(self, x, w_gate, w_up, w_down, b_gate=None, b_up=None, b_down=None):
         xp = get_xp(x)
-        C = x.shape[-1]
+        C, H = w_gate.shape
         x2 = x.reshape(-1, C)  # (N, C)
-        g = x2 @ w_gate  # 1. (N, H)
-        if b_gate is not None:
-            g += b_gate
-        u = x2 @ w_up  # 1. (N, H)
-        if b_up is not None:
-            u += b_up
-        if self.recording:
-            self.x, self.g, self.u, self.w_gate, self.w_up, self.w_down = x2, g, u, w_gate, w_up, w_down
-            m = _silu(xp, g, overwrite=False)  # 2. a, a new array: g is saved
-        else:
-            m = _silu(xp, g, overwrite=True)  # 2. a, in g's buffer
-        m *= u  # 3. m = a * u
+        w_gu = _side_by_side(xp, w_gate, w_up)  # (C, 2H)
+        gu = x2 @ w_gu  # 1. (N, 2H): [g | u]
+        if b_gate is not None or b_up is not None:
+            gu += _side_by_side(xp, _or_zeros(xp, b_gate, H, gu.dtype), _or_zeros(xp, b_up, H, gu.dtype))
+        g, u = gu[:, :H], gu[:, H:]
+        m = xp.empty_like(g) if self.recording else g  # (N, H); under no_grad in g's place (g is not kept)
+
+        def rows(i0, i1):  # 2., 3. on one block of rows
+            gb = g[i0:i1]
+            a = _sigmoid(xp, gb, parallel.scratch(xp, "swiglu_s", gb.shape, gb.dtype))  # sg
+            a *= gb  # 2. a = g * sg
+            xp.multiply(a, u[i0:i1], out=m[i0:i1])  # 3. m = a * u
+
+        _in_row_blocks(xp, rows, g.shape[0], H)
         y = m @ w_down  # 4. (N, Cout)
         if b_down is not None:
             y += b_down
+        if self.recording:
+            self.x, self.gu, self.w_gu, self.w_down = x2, gu, w_gu, w_down
         return y.reshape(*x.shape[:-1], w_down.shape[1])  # (..., Cout)
 
     def backward(self, dy):
         xp = get_xp(dy)
-        x2, g, u, w_gate, w_up, w_down = self.x, self.g, self.u, self.w_gate, self.w_up, self.w_down
+        x2, gu, w_gu, w_down = self.x, self.gu, self.w_gu, self.w_down
         need_x, need_wg, need_wu, need_wd, need_bg, need_bu, need_bd = self.needs_grad
+        H = w_down.shape[0]
+        g, u = gu[:, :H], gu[:, H:]
         dy2 = dy.reshape(-1, w_down.shape[1])  # (N, Cout)
-        sg = _sigmoid(xp, g)  # 2. again  (N, H)
-        a = g * sg  # 2. silu(g), the forward's bits
-        # 4.
-        dw_down = (a * u).T @ dy2 if need_wd else None  # (H, Cout)
-        db_down = dy2.sum(axis=0) if need_bd else None  # (Cout,)
-        dx = dw_gate = dw_up = db_gate = db_up = None
-        if need_x or need_wg or need_wu or need_bg or need_bu:
-            dm = dy2 @ w_down.T  # 4. (N, H)
-            du = dm * a  # 3. (N, H)
-            dg = dm
-            dg *= u  # 3. da, in dm's buffer
-            sg1 = xp.subtract(1.0, sg, out=a)  # 2. 1 - sg, in a's buffer (a is used up)
-            sg1 *= g
-            sg1 += 1.0
-            sg1 *= sg  # 2. silu'(g) = sg * (1 + g * (1 - sg))
-            dg *= sg1  # 2. dg
-            # 1.
-            if need_wg:
-                dw_gate = x2.T @ dg  # (C, H)
-            if need_bg:
-                db_gate = dg.sum(axis=0)  # (H,)
-            if need_wu:
-                dw_up = x2.T @ du  # (C, H)
-            if need_bu:
-                db_up = du.sum(axis=0)  # (H,)
-            if need_x:
-                dx = dg @ w_gate.T
-                dx += du @ w_up.T
-                dx = dx.reshape(dy.shape[:-1] + (x2.shape[1],))  # (..., C)
+        dm = dy2 @ w_down.T  # 4. (N, H)
+        m = xp.empty_like(g) if need_wd else None  # 3. again, for dw_down
+        dgu = xp.empty_like(gu)  # (N, 2H): [dg | du]
+        dg, du = dgu[:, :H], dgu[:, H:]
+
+        def rows(i0, i1):  # 2., 3. again and their backward, on one block of rows
+            gb, ub, dmb = g[i0:i1], u[i0:i1], dm[i0:i1]
+            sg = _sigmoid(xp, gb, parallel.scratch(xp, "swiglu_s", gb.shape, gb.dtype))  # 2. sg
+            a = xp.multiply(gb, sg, out=parallel.scratch(xp, "swiglu_a", gb.shape, gb.dtype))  # 2. a, the forward's bits
+            if m is not None:
+                xp.multiply(a, ub, out=m[i0:i1])  # 3. m
+            xp.multiply(dmb, a, out=du[i0:i1])  # 3. du = dm * a
+            d = xp.subtract(1.0, sg, out=a)  # 1 - sg, in a's scratch (a is used up)
+            d *= gb
+            d += 1.0
+            d *= sg  # 2. silu'(g) = sg * (1 + g * (1 - sg))
+            d *= ub  # u silu'(g)
+            xp.multiply(dmb, d, out=dg[i0:i1])  # 3., 2. dg = (dm * u) * silu'(g)
+
+        _in_row_blocks(xp, rows, g.shape[0], H)
+        dw_down = m.T @ dy2 if need_wd else None  # 4. (H, Cout)
+        db_down = sum_rows(xp, dy2) if need_bd else None  # 4. (Cout,)
+        dw_gate = dw_up = db_gate = db_up = dx = None
+        if need_wg or need_wu:
+            dw_gu = x2.T @ dgu  # 1. (C, 2H)
+            dw_gate, dw_up = (xp.ascontiguousarray(dw_gu[:, :H]) if need_wg else None,
+                              xp.ascontiguousarray(dw_gu[:, H:]) if need_wu else None)
+        if need_bg or need_bu:
+            db_gu = sum_rows(xp, dgu)  # 1. (2H,)
+            db_gate, db_up = db_gu[:H] if need_bg else None, db_gu[H:] if need_bu else None
+        if need_x:
+            dx = (dgu @ w_gu.T).reshape(dy.shape[:-1] + (x2.shape[1],))  # 1. (..., C)
         return dx, dw_gate, dw_up, dw_down, db_gate, db_up, db_down
 
 
-def _sigmoid(xp, g):
-    """sigmoid(g) = 1 / (1 + e^-g), written with e = e^-|g| <= 1 so no exp overflows for large |g|:
-    1 / (1 + e) for g >= 0 and e / (1 + e) for g < 0."""
-    e = xp.abs(g)
-    xp.negative(e, out=e)
-    xp.exp(e, out=e)  # e^-|g|  (N, H)
-    d = e + 1.0
-    return xp.divide(xp.where(g >= 0, 1.0, e), d, out=d)
+def _side_by_side(xp, a, b):
+    """[a | b] along the last axis, a new array."""
+    return xp.concatenate([a, b], axis=-1)
 
 
-def _silu(xp, g, overwrite: bool):
-    """silu(g) = g * sigmoid(g), in g's buffer when overwrite."""
-    s = _sigmoid(xp, g)
-    if overwrite:
-        g *= s
-        return g
-    s *= g
-    return s
+def _or_zeros(xp, b, n, dtype):
+    return xp.zeros(n, dtype=dtype) if b is None else b
+
+
+_BLOCK = 1 << 16  # elements per row block on the CPU, as GELU's: a block's scratch stays in cache
+
+
+def _in_row_blocks(xp, rows, n: int, H: int) -> None:
+    """rows(i0, i1) over blocks of about _BLOCK elements of an (n, H) array, each thread walking one
+    contiguous run of them (parallel.run_chains; a speed trick, as activation._in_row_blocks)."""
+    parallel.run_chains(rows, row_blocks(xp, n, H, _BLOCK), n * H)
+
+
+def _sigmoid(xp, g, out=None):
+    """sigmoid(g) = 1 / (1 + e^-g) in four in-place passes (into `out` when given). For g below
+    -log(float max) (about -88 in float32), e^-g overflows to inf and the result is 1 / inf = 0,
+    the true value rounded (it is below the smallest normal float): the overflow is expected, so
+    its warning is silenced. Elsewhere each step rounds once, so the result is within a few ulps,
+    relative, on both sides of 0 (no cancellation: 1 + e^-g >= 1)."""
+    s = xp.negative(g, out=out)
+    with np.errstate(over="ignore"):
+        xp.exp(s, out=s)  # e^-g
+    s += 1.0
+    return xp.reciprocal(s, out=s)
 
 
 def swiglu_mlp(x, w_gate, w_up, w_down, b_gate=None, b_up=None, b_down=None):

@@ -1,4 +1,7 @@
-"""npgpt/ops/swiglu.py (fused gate/up -> SiLU * up -> down) against reference/ops.py."""
+"""npgpt/ops/swiglu.py (fused gate/up -> SiLU * up -> down) against reference/ops.py.
+
+The parity tests run at npgpt's block sizes and at tiny ones (the `blocks` fixture, tests/conftest.py);
+tests/test_fastpath.py runs the op with a hidden layer of several of npgpt's own row blocks."""
 
 from __future__ import annotations
 
@@ -42,19 +45,19 @@ def _run(args, **kw):
 @example(B=1, T=1, C=1, H=1, Cout=1, biases=(True, True, True), gate_scale=1.0, seed=0)
 @example(B=2, T=3, C=4, H=11, Cout=4, biases=(False, False, False), gate_scale=1.0, seed=1)  # Llama: no biases
 @example(B=1, T=2, C=3, H=8, Cout=3, biases=(False, False, False), gate_scale=300.0, seed=2)  # sigmoid saturated both ways
-def test_swiglu_mlp_parity(xp, B, T, C, H, Cout, biases, gate_scale, seed):
+def test_swiglu_mlp_parity(xp, blocks, B, T, C, H, Cout, biases, gate_scale, seed):
     rng = np.random.default_rng(seed)
     _run(_args(rng, (B, T), C, H, Cout, biases, gate_scale), xp=xp, seed=seed, tol=1e-12)
 
 
-def test_swiglu_mlp_float32_and_2d_input(xp):
+def test_swiglu_mlp_float32_and_2d_input(xp, blocks):
     rng = np.random.default_rng(3)
     _run(_args(rng, (2, 4), 8, 24, 8), dtype="float32", xp=xp)
     _run(_args(rng, (5,), 4, 16, 4, (True, True, True)), xp=xp)
 
 
 @pytest.mark.parametrize("grads", [("x",), ("w_gate", "b_down"), ("w_up",), ("w_down",), ("b_gate", "b_up")])
-def test_swiglu_mlp_partial_gradients(xp, grads):
+def test_swiglu_mlp_partial_gradients(xp, blocks, grads):
     _run(_args(np.random.default_rng(4), (2, 3), 4, 8, 4, (True, True, True)), xp=xp, grads=grads)
 
 
