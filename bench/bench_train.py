@@ -25,6 +25,12 @@ An eval forward counts a third of that. "of peak" divides achieved FLOP/s by the
 2048^3 float32 NumPy matmul at any thread count, measured in the same run (before and after the
 races). "2nd core" is a framework's 1-thread time over its 2-thread time.
 
+"BLAS only": the step's matrix products (step_products: each weight's three, attention's six
+per head) called one after another with nothing else, in NumPy (the BLAS npgpt calls) and in torch
+(its own), each in a process of its own: the floor under each framework's step on this machine. Its
+fraction of peak is the most a NumPy step can reach here; its torch/npgpt ratio is how much of the
+gap is the BLAS rather than npgpt's own work.
+
 Breakdown: one more npgpt process per thread count times every Function subclass's forward and
 backward (a timer wrapped around them by this script only; npgpt itself carries none), plus
 clip_grad_norm and AdamW's step; "rest" is the step minus all of those (graph walk, Python).
@@ -261,6 +267,58 @@ def flops_per_step(n_params: int, cfg: GPTConfig, B: int, T: int) -> float:
     return B * T * (6 * n_mm + 12 * cfg.n_layer * cfg.n_embd * T)
 
 
+def step_products(model, cfg: GPTConfig, B: int, T: int) -> list[tuple]:
+    """The matrix products of one training step, as (batch, n, k, m) for (n, k) @ (k, m): what a
+    step costs if it did nothing but call the BLAS once per product. N = B T rows.
+    Every 2-D weight W (k, m) that multiplies activations (all but the position table; the token
+    table when it is also the head) gives x @ W (N, k, m), dx = dy @ W^T (N, m, k), dW = x^T @ dy
+    (k, N, m); each layer's attention gives, per sequence and query head, S = q k^T (T, HS, T) and
+    Y = P v (T, T, HS) forward, dP = dY v^T, dv = P^T dY, dq = dS k, dk = dS^T q backward (the
+    full T x T square, as flops_per_step counts it)."""
+    N, out = B * T, []
+    for name, p in model.named_parameters():
+        if p.data.ndim != 2 or name.endswith(("wpe.weight",)):
+            continue
+        if name.endswith(("wte.weight", "embed_tokens.weight")):
+            if not cfg.tie_embeddings:
+                continue  # a lookup only; the separate head is a parameter of its own
+            k, m = p.data.shape[1], p.data.shape[0]  # logits = x @ wte^T
+        else:
+            k, m = p.data.shape
+        out += [(1, N, k, m), (1, N, m, k), (1, k, N, m)]
+    HS, BH = cfg.head_size, B * cfg.n_head
+    for _ in range(cfg.n_layer):
+        out += [(BH, T, HS, T), (BH, T, T, HS)] + [(BH, T, HS, T), (BH, T, T, HS), (BH, T, T, HS), (BH, T, T, HS)]
+    return out
+
+
+def time_products(products: list[tuple], dtype: str, framework: str, threads: list, repeats: int = 5) -> dict:
+    """{threads: seconds} for all `products` one after another (fresh outputs, as an op allocates
+    them), best of `repeats` passes, in NumPy (its BLAS) or torch (its own)."""
+    g = np.random.default_rng(0)
+    pairs = [(g.standard_normal((b, n, k), dtype=np.float32).astype(dtype).squeeze(0) if b == 1 else
+              g.standard_normal((b, n, k), dtype=np.float32).astype(dtype),
+              g.standard_normal((b, k, m), dtype=np.float32).astype(dtype).squeeze(0) if b == 1 else
+              g.standard_normal((b, k, m), dtype=np.float32).astype(dtype)) for b, n, k, m in products]
+    mm = np.matmul
+    if framework == "torch":
+        import torch  # noqa: PLC0415
+
+        pairs = [(torch.from_numpy(a), torch.from_numpy(b)) for a, b in pairs]
+        mm = torch.matmul
+    out = {}
+    for th in threads:
+        set_threads(th)
+        best = float("inf")
+        for _ in range(repeats + 1):  # the first pass warms the BLAS's threads and buffers
+            t0 = time.perf_counter()
+            for a, b in pairs:
+                mm(a, b)
+            best = min(best, time.perf_counter() - t0)
+        out[th] = best
+    return out
+
+
 class OpTimer:
     """Seconds per (Function class, forward/backward), by wrapping every Function subclass's
     methods in this process (the bench's own instrument; npgpt carries no timer)."""
@@ -294,6 +352,10 @@ def child(job: dict) -> dict:
     """One framework's races (or npgpt's breakdown) in this process; the result as a dict."""
     spec = CONFIGS[job["config"]]
     cfg = gpt_config(spec, job["activation"], job.get("arch", "gpt2"))
+    if job["kind"] == "products":
+        products = step_products(GPT(cfg, seed=0), cfg, spec["batch"], spec["block_size"])
+        times = time_products(products, job["dtype"], job["framework"], job["threads"])
+        return {"flops": sum(2 * b * n * k * m for b, n, k, m in products), **{str(th): t for th, t in times.items()}}
     data = batches(spec)
     timer = OpTimer() if job["kind"] == "breakdown" else None
     model, *fns = npgpt_runner(cfg, data, job["device"], job["dtype"], hooks=timer and timer.wrap)
@@ -364,11 +426,33 @@ def bench_config(name: str, spec: dict, args, threads: list) -> tuple[list[str],
                          f"   {load:.2f}-{os.getloadavg()[0]:.2f}")
             ratios.append((name, label, flops if row == "train" else flops / 3, best["npgpt"], best["torch"]))
             print(lines[-1], flush=True)
+        if args.device == "cpu":
+            row, floor = products_row(name, args, threads, dtype)
+            lines.append(row)
+            ratios.append(floor)
+            print(lines[-1], flush=True)
     if not args.no_breakdown and args.device == "cpu":
         lines += breakdown(name, args, threads, steps)
     if args.profile:
         profile(name, args)
     return lines, ratios
+
+
+def products_row(name: str, args, threads: list, dtype: str) -> tuple[str, tuple]:
+    """The train step's matrix products alone (step_products), NumPy's BLAS and torch's, each in a
+    process of its own: the floor under each framework's train step row on this machine. Returns
+    the table row and its (config, row, FLOP, NumPy's best s, torch's best s) for the last lines."""
+    t = {}
+    for fw in ("npgpt", "torch"):
+        job = dict(kind="products", framework=fw, config=name, dtype=dtype, activation=args.activation,
+                   arch=args.arch, device="cpu", threads=threads)
+        t[fw] = run_child(job)
+    cells = "  ".join(f"{t[fw][str(th)] * 1e3:>7.1f} ms" for fw in ("npgpt", "torch") for th in threads)
+    gain = {fw: t[fw][str(threads[0])] / t[fw][str(threads[-1])] for fw in t}
+    label = f"BLAS only {dtype}"
+    best = {fw: min(t[fw][str(th)] for th in threads) for fw in t}
+    row = f"  {label:<19} {cells}   {gain['npgpt']:>13.2f}x {gain['torch']:>14.2f}x   (NumPy's BLAS | torch's)"
+    return row, (name, label, t["npgpt"]["flops"], best["npgpt"], best["torch"])
 
 
 def family(key: str) -> str:
