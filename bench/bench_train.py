@@ -25,6 +25,10 @@ An eval forward counts a third of that. "of peak" divides achieved FLOP/s by the
 2048^3 float32 NumPy matmul at any thread count, measured in the same run (before and after the
 races). "2nd core" is a framework's 1-thread time over its 2-thread time.
 
+"exact / tanh GELU" (--arch gpt2): one more npgpt process builds the model twice, with the exact and
+with the tanh GELU, and alternates their train steps, so the ratio of the two medians is measured on
+the same machine at the same moments (what "the exact GELU within 5% of the tanh GELU" asks).
+
 "BLAS only": the step's matrix products (step_products: each weight's three, attention's six
 per head) called one after another with nothing else, in NumPy (the BLAS npgpt calls) and in torch
 (its own), each in a process of its own: the floor under each framework's step on this machine. Its
@@ -352,6 +356,8 @@ def child(job: dict) -> dict:
     """One framework's races (or npgpt's breakdown) in this process; the result as a dict."""
     spec = CONFIGS[job["config"]]
     cfg = gpt_config(spec, job["activation"], job.get("arch", "gpt2"))
+    if job["kind"] == "gelu":
+        return gelu_cost(spec, job["threads"], job["steps"], job["warmup"])
     if job["kind"] == "products":
         products = step_products(GPT(cfg, seed=0), cfg, spec["batch"], spec["block_size"])
         times = time_products(products, job["dtype"], job["framework"], job["threads"])
@@ -431,11 +437,42 @@ def bench_config(name: str, spec: dict, args, threads: list) -> tuple[list[str],
             lines.append(row)
             ratios.append(floor)
             print(lines[-1], flush=True)
+    if args.device == "cpu" and args.arch == "gpt2":
+        lines.append(gelu_row(name, args, threads, steps))
+        print(lines[-1], flush=True)
     if not args.no_breakdown and args.device == "cpu":
         lines += breakdown(name, args, threads, steps)
     if args.profile:
         profile(name, args)
     return lines, ratios
+
+
+def gelu_cost(spec: dict, threads: list, steps: int, warmup: int) -> dict:
+    """Median float32 train step of an exact-GELU and a tanh-GELU npgpt model of the same shape in
+    this one process, their steps alternating (so both see the same machine), at each thread count."""
+    data = batches(spec)
+    runs = {act: npgpt_runner(gpt_config(spec, act), data, "cpu")[1] for act in ("gelu", "gelu_tanh")}
+    out = {}
+    for th in threads:
+        set_threads(th)
+        times = {act: [] for act in runs}
+        for i in range(warmup + steps):
+            for act, step in runs.items():
+                dt = _timed(lambda: step(i))
+                if i >= warmup:
+                    times[act].append(dt)
+        out[str(th)] = {act: statistics.median(v) for act, v in times.items()}
+    return out
+
+
+def gelu_row(name: str, args, threads: list, steps: int) -> str:
+    """Exact GELU's train step over the tanh GELU's (gelu_cost; the issue's target: within 5%)."""
+    job = dict(kind="gelu", framework="npgpt", config=name, dtype="float32", activation="gelu", arch="gpt2",
+               device="cpu", threads=threads, steps=steps, warmup=args.warmup)
+    r = run_child(job)
+    cells = ", ".join(f"{th}T {r[str(th)]['gelu'] * 1e3:.1f} / {r[str(th)]['gelu_tanh'] * 1e3:.1f} ms = "
+                      f"{r[str(th)]['gelu'] / r[str(th)]['gelu_tanh']:.3f}" for th in threads)
+    return f"  npgpt exact / tanh GELU train step (one process, steps alternating): {cells}"
 
 
 def products_row(name: str, args, threads: list, dtype: str) -> tuple[str, tuple]:
