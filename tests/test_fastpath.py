@@ -20,7 +20,7 @@ import torch
 
 import npgpt.functional as F
 import reference.ops as R
-from npgpt import GPTConfig, Tensor, parallel
+from npgpt import GPT, GPTConfig, Tensor, parallel
 from tests.helpers import TOL, check_parity
 from tests.ops import test_attention as attention_tests
 from tests.ops import test_layernorm as layernorm_tests
@@ -169,3 +169,33 @@ def test_tiny_blocks_cross_many_seams(tiny_blocks, walked_blocks):
     F.swiglu_mlp(x, *w).sum().backward()
     for module in ("npgpt.ops.layernorm", "npgpt.ops.activation", "npgpt.ops.attention", "npgpt.ops.swiglu"):
         assert walked_blocks.get(module, 0) >= 3, f"{module} walked {walked_blocks.get(module, 0)} blocks under tiny sizes"
+
+
+# --- the Llama block: the same bits at 1, 2 and 3 threads -------------------------------------------
+@pytest.mark.parametrize("arch", ["llama", "qwen3"])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_llama_block_same_bits_at_1_2_and_3_threads(walked_blocks, arch, dtype):
+    """A Llama / Qwen3-layout GPT at a size where the SwiGLU MLP's hidden (1040, 512) walks 9 row
+    blocks on the pool: logits, loss and every gradient have the same bits at 1, 2 and 3 threads
+    (every trick on the pool is elementwise or sums in a fixed order)."""
+    cfg = GPTConfig.for_arch(arch, vocab_size=67, block_size=130, n_layer=2, n_head=4, n_kv_head=2, n_embd=128)
+    B, T = 8, 130
+    g = np.random.default_rng(4)
+    idx, targets = g.integers(0, cfg.vocab_size, (B, T)), g.integers(0, cfg.vocab_size, (B, T))
+    runs = {}
+    try:
+        for n in (1, 2, 3):
+            parallel.set_num_threads(n)
+            model = GPT(cfg, seed=4, dtype=dtype)
+            logits, loss = model(idx, targets)
+            loss.backward()
+            runs[n] = (logits.numpy().copy(), float(loss.item()),
+                       {k: p.grad.copy() for k, p in model.named_parameters()})
+    finally:
+        parallel.set_num_threads(None)
+    for n in (2, 3):
+        assert np.array_equal(runs[n][0], runs[1][0]), f"logits: {n} threads differ from 1 in the bits"
+        assert runs[n][1] == runs[1][1], f"loss: {n} threads differ from 1"
+        for k, a in runs[1][2].items():
+            assert np.array_equal(runs[n][2][k], a), f"grad of {k}: {n} threads differ from 1 in the bits"
+    assert walked_blocks.get("npgpt.ops.swiglu", 0) >= 3, "the SwiGLU hidden layer ran in fewer than 3 blocks: make it larger"
