@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..backend import get_xp
+from ..backend import get_xp, matmul_into
 from ..function import Function
 from ..tensor import Tensor
 from .. import parallel
@@ -18,18 +18,18 @@ class SwiGLUMLP(Function):
 
     Shapes:   x (..., C), w_gate (C, H), w_up (C, H), w_down (H, Cout), b_gate (H,), b_up (H,),
               b_down (Cout,)  ->  y (..., Cout)
-    Saved:    x, g and u (side by side in one (N, 2H) array, N the rows), [w_gate | w_up] and w_down.
+    Saved:    x, g and u (side by side in one (N, 2H) array, N the rows), the three weights.
               Backward recomputes sigmoid(g) and silu(g) from g (one exp over (N, H), cheap next to
               the matrix products) instead of keeping a third (N, H) array. Nothing under no_grad.
-    Forward:  1. [g | u] = x @ [w_gate | w_up] + [b_gate | b_up]  # (N, 2H): one matrix product
+    Forward:  1. g = x @ w_gate + b_gate,  u = x @ w_up + b_up    # (N, H) each, side by side in (N, 2H)
               2. sg = sigmoid(g),  a = g * sg                     # silu(g)  (N, H)
               3. m = a * u                                        # (N, H)
               4. y = m @ w_down + b_down                          # (N, Cout)
     Backward: 4. dm = dy @ w_down^T,  dw_down = m^T @ dy,  db_down = sum_rows(dy)
               3. da = dm * u,  du = dm * a
               2. silu'(g) = sg + g * sg * (1 - sg) = sg * (1 + g * (1 - sg)),  dg = da * silu'(g)
-              1. [dw_gate | dw_up] = x^T @ [dg | du],  [db_gate | db_up] = sum_rows([dg | du]),
-                 dx = [dg | du] @ [w_gate | w_up]^T  (= dg @ w_gate^T + du @ w_up^T)
+              1. dw_gate = x^T @ dg,  dw_up = x^T @ du,  [db_gate | db_up] = sum_rows([dg | du]),
+                 dx = dg @ w_gate^T + du @ w_up^T
     Steps 2-3 and their backward walk blocks of rows through per-thread scratch, on the thread
     pool (`_in_row_blocks`, as GELU): every element is computed alone, so the bits do not depend on
     the blocks or the threads.
@@ -39,11 +39,14 @@ class SwiGLUMLP(Function):
         xp = get_xp(x)
         C, H = w_gate.shape
         x2 = x.reshape(-1, C)  # (N, C)
-        w_gu = _side_by_side(xp, w_gate, w_up)  # (C, 2H)
-        gu = x2 @ w_gu  # 1. (N, 2H): [g | u]
-        if b_gate is not None or b_up is not None:
-            gu += _side_by_side(xp, _or_zeros(xp, b_gate, H, gu.dtype), _or_zeros(xp, b_up, H, gu.dtype))
+        gu = xp.empty((x2.shape[0], 2 * H), dtype=xp.result_type(x2, w_gate, w_up))  # [g | u]: one array, so backward's [dg | du] bias sums are one product
         g, u = gu[:, :H], gu[:, H:]
+        matmul_into(x2, w_gate, g)  # 1. (N, H)
+        matmul_into(x2, w_up, u)  # 1. (N, H)
+        if b_gate is not None:
+            g += b_gate
+        if b_up is not None:
+            u += b_up
         m = xp.empty_like(g) if self.recording else g  # (N, H); under no_grad in g's place (g is not kept)
 
         def rows(i0, i1):  # 2., 3. on one block of rows
@@ -57,12 +60,12 @@ class SwiGLUMLP(Function):
         if b_down is not None:
             y += b_down
         if self.recording:
-            self.x, self.gu, self.w_gu, self.w_down = x2, gu, w_gu, w_down
+            self.x, self.gu, self.w_gate, self.w_up, self.w_down = x2, gu, w_gate, w_up, w_down
         return y.reshape(*x.shape[:-1], w_down.shape[1])  # (..., Cout)
 
     def backward(self, dy):
         xp = get_xp(dy)
-        x2, gu, w_gu, w_down = self.x, self.gu, self.w_gu, self.w_down
+        x2, gu, w_gate, w_up, w_down = self.x, self.gu, self.w_gate, self.w_up, self.w_down
         need_x, need_wg, need_wu, need_wd, need_bg, need_bu, need_bd = self.needs_grad
         H = w_down.shape[0]
         g, u = gu[:, :H], gu[:, H:]
@@ -90,25 +93,18 @@ class SwiGLUMLP(Function):
         dw_down = m.T @ dy2 if need_wd else None  # 4. (H, Cout)
         db_down = sum_rows(xp, dy2) if need_bd else None  # 4. (Cout,)
         dw_gate = dw_up = db_gate = db_up = dx = None
-        if need_wg or need_wu:
-            dw_gu = x2.T @ dgu  # 1. (C, 2H)
-            dw_gate, dw_up = (xp.ascontiguousarray(dw_gu[:, :H]) if need_wg else None,
-                              xp.ascontiguousarray(dw_gu[:, H:]) if need_wu else None)
+        if need_wg:
+            dw_gate = x2.T @ dg  # 1. (C, H)
+        if need_wu:
+            dw_up = x2.T @ du  # 1. (C, H)
         if need_bg or need_bu:
             db_gu = sum_rows(xp, dgu)  # 1. (2H,)
             db_gate, db_up = db_gu[:H] if need_bg else None, db_gu[H:] if need_bu else None
         if need_x:
-            dx = (dgu @ w_gu.T).reshape(dy.shape[:-1] + (x2.shape[1],))  # 1. (..., C)
+            dx = dg @ w_gate.T
+            dx += du @ w_up.T
+            dx = dx.reshape(dy.shape[:-1] + (x2.shape[1],))  # 1. (..., C)
         return dx, dw_gate, dw_up, dw_down, db_gate, db_up, db_down
-
-
-def _side_by_side(xp, a, b):
-    """[a | b] along the last axis, a new array."""
-    return xp.concatenate([a, b], axis=-1)
-
-
-def _or_zeros(xp, b, n, dtype):
-    return xp.zeros(n, dtype=dtype) if b is None else b
 
 
 _BLOCK = 1 << 16  # elements per row block on the CPU, as GELU's: a block's scratch stays in cache
