@@ -61,6 +61,7 @@ TINY_BLOCKS = {  # (module, constant) -> tiny value; monkeypatch raises if a con
     ("npgpt.ops._util", "MAX_BLOCK_ELEMENTS"): 7,  # caps every op's row-block budget (elements)
     ("npgpt.ops.attention", "_Q_CHUNK"): 2,  # query rows per chunk
     ("npgpt.ops.erf", "BLOCK"): 5,  # float32 erf's flat blocks (exact GELU in float32)
+    ("npgpt.ops.erf", "BLOCK64"): 5,  # float64 erf's flat blocks (exact GELU in float64)
     ("npgpt.parallel", "MIN_WORK"): 1,  # any problem goes to the pool
 }
 TINY_BLOCK_THREADS = 2

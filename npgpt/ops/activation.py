@@ -112,7 +112,7 @@ def gelu_with_grad(x, approximate: str, grad: bool, overwrite: bool = False):
 
 def _phi_from_exp(xp, x) -> bool:
     """Whether the exact form takes Phi from exp(-x^2 / 2) (erf.normal_cdf_float32: float32 on the
-    CPU, a speed trick); float64 keeps math.erf's ulp (the parity tests), CuPy its own erf kernel."""
+    CPU, a speed trick); float64 takes erf from erf.erf_float64 (within two ulps: the parity tests), CuPy from its own erf kernel."""
     return blocks_for_cache(xp) and x.dtype == xp.float32
 
 

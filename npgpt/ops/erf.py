@@ -1,8 +1,10 @@
 """The error function, for exact GELU: Phi(x) = (1 + erf(x / sqrt(2))) / 2.
 
 NumPy has no erf and npgpt does not depend on SciPy, so:
-  - float64 maps the C library's math.erf over the array (within an ulp: the float64 parity tests
-    need it, and float64 is for checking, not for speed);
+  - float64 reads a table of erf and its Taylor coefficients at nodes 1/128 apart and sums seven
+    Taylor terms (`erf_float64`, below; within a few ulps of the true erf, as the float64 parity
+    tests need, and vectorized: mapping math.erf over one baby GPT hidden layer, (4096, 1536),
+    took 0.95 s, the table 0.10-0.20 s);
   - float32 reads a table and takes one quadratic Taylor step (`erf_float32`, below);
   - CuPy arrays use CuPy's own erf kernel (backend.device_erf).
 
@@ -98,6 +100,77 @@ def erf_float32(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     return out
 
 
+# --- float64: Taylor steps from a table ---------------------------------------------------------
+#
+# Nodes x_r = r / G64 for r = 0 .. 6 G64 (G64 = 128); for |x| <= 6 let r = round(G64 |x|) and
+# delta = |x| - x_r, so |delta| <= 1 / (2 G64) = 1/256. With d^k erf / dx^k = (2 / sqrt(pi)) (-1)^(k-1)
+# H_(k-1)(x) exp(-x^2) (H_n the physicists' Hermite polynomials: H_0 = 1, H_1 = 2x,
+# H_(n+1) = 2x H_n - 2n H_(n-1)), Taylor around the node gives
+#     erf(|x|) = erf(x_r) + sum_(k=1..7) a_k(x_r) delta^k,   a_k = (2 / sqrt(pi)) exp(-x_r^2) (-1)^(k-1) H_(k-1)(x_r) / k!,
+# with a remainder below |a_8| delta^8 <= 0.025 * 2^(-64) < 2e-21 (Cramer's bound |H_n(x)| <=
+# 1.09 sqrt(2^n n!) e^(x^2 / 2) gives |a_8| <= 0.025 for every x): far below an ulp of erf(x) >= erf(1/256)
+# at every node but x_r = 0, where erf(delta) = (2 / sqrt(pi)) (delta - delta^3 / 3 + ...) has no
+# delta^8 term and what is left out is below 1e-21 of the sum. erf(x_r) is math.erf's (within an
+# ulp), the correction is below 0.0045 and adds rounding only in its last bits, so the sum is within
+# about two ulps (measured: at most 2.0, mean 0.25, against mpmath at 30 digits on 190,000 points);
+# delta itself is exact (|x| and x_r are within a factor 2 of each other, or x_r = 0). Beyond |x| = 6, erf rounds to +-1 in float64
+# (1 - erf(6) = 2.2e-17), so |x| is clipped to 6; erf is odd, so the sign is put back last.
+G64 = 128
+K64 = 7  # Taylor terms
+
+
+def _table64() -> np.ndarray:
+    """(6 G64 + 1, K64 + 1) float64 rows [erf(x_r), a_1, ..., a_7] for the nodes x_r = r / G64 (TABLE64 keeps it transposed)."""
+    x = np.arange(0, 6 * G64 + 1) / G64
+    cols = [np.array(_math_erf(x), dtype=np.float64)]
+    scale = 2.0 / math.sqrt(math.pi) * np.exp(-x * x)
+    h_prev, h = np.zeros_like(x), np.ones_like(x)  # H_(-1) (unused), H_0
+    for k in range(1, K64 + 1):  # a_k from H_(k-1), then H_k for the next round
+        cols.append(scale * (-1.0) ** (k - 1) * h / math.factorial(k))
+        h_prev, h = h, 2.0 * x * h - 2.0 * (k - 1) * h_prev
+    return np.stack(cols, axis=1)
+
+
+TABLE64 = np.ascontiguousarray(_table64().T)  # (K64 + 1, nodes): one contiguous column per coefficient, for np.take
+BLOCK64 = 1 << 14  # elements per block: a block's work arrays stay in a core's L2
+
+
+def erf_float64(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """erf of a float64 NumPy array by the table and Taylor sum above; NaN gives NaN, +-inf +-1.
+    Walks the array in blocks through reused scratch (a helper for speed, as erf_float32); each block:
+        a = min(|x|, 6),  r = round(G64 a),  delta = a - r / G64,
+        erf(x) = copysign(erf(x_r) + delta (a_1 + delta (a_2 + ... + delta a_7)), x),
+    each coefficient gathered from its own table column as Horner's rule reaches it."""
+    if out is None:
+        out = np.empty(x.shape, dtype=np.float64)
+    flat_x, flat_out = x.reshape(-1), out.reshape(-1)  # out may be x itself: each block reads x first
+    m = min(BLOCK64, flat_x.size)
+    a_buf = parallel.scratch(np, "erf64_a", (m,), np.float64)
+    r_buf = parallel.scratch(np, "erf64_r", (m,), np.float64)
+    c_buf = parallel.scratch(np, "erf64_c", (m,), np.float64)
+    k_buf = parallel.scratch(np, "erf64_k", (m,), np.intp)
+    for i in range(0, flat_x.size, BLOCK64):
+        xs = flat_x[i:i + BLOCK64]
+        n = xs.size
+        a, r, c, k = a_buf[:n], r_buf[:n], c_buf[:n], k_buf[:n]
+        np.abs(xs, out=a)
+        np.minimum(a, 6.0, out=a)  # NaN stays NaN
+        np.multiply(a, G64, out=r)  # exact: G64 is a power of two
+        np.rint(r, out=r)
+        with np.errstate(invalid="ignore"):
+            np.copyto(k, r, casting="unsafe")  # the node's index; NaN's garbage index is clipped below, then NaN wins
+        r /= G64  # x_r, exact
+        a -= r  # delta, exact
+        p = np.take(TABLE64[K64], k, out=r, mode="clip")  # Horner from a_7
+        p *= a
+        for j in range(K64 - 1, 0, -1):
+            p += np.take(TABLE64[j], k, out=c, mode="clip")
+            p *= a
+        p += np.take(TABLE64[0], k, out=c, mode="clip")  # erf(x_r) + the correction
+        np.copysign(p, xs, out=flat_out[i:i + n])
+    return out
+
+
 def erf(x, out=None):
     """The error function elementwise, in x's dtype and on x's device (see the module docstring);
     into `out` (which may be x) when given."""
@@ -108,6 +181,10 @@ def erf(x, out=None):
             if out is None or out.flags.c_contiguous:
                 return erf_float32(x, out)
             y = erf_float32(x)
+        elif x.dtype == np.float64:
+            if out is None or out.flags.c_contiguous:
+                return erf_float64(x, out)
+            y = erf_float64(x)
         else:
             y = np.asarray(_math_erf(x), dtype=x.dtype if x.dtype.kind == "f" else np.float64)
     if out is None:
