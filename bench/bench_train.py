@@ -300,10 +300,11 @@ def time_products(products: list[tuple], dtype: str, framework: str, threads: li
     """{threads: seconds} for all `products` one after another (fresh outputs, as an op allocates
     them), best of `repeats` passes, in NumPy (its BLAS) or torch (its own)."""
     g = np.random.default_rng(0)
-    pairs = [(g.standard_normal((b, n, k), dtype=np.float32).astype(dtype).squeeze(0) if b == 1 else
-              g.standard_normal((b, n, k), dtype=np.float32).astype(dtype),
-              g.standard_normal((b, k, m), dtype=np.float32).astype(dtype).squeeze(0) if b == 1 else
-              g.standard_normal((b, k, m), dtype=np.float32).astype(dtype)) for b, n, k, m in products]
+
+    def operand(b, *shape):  # a (rows, cols) matrix, or a stack of b of them
+        return g.standard_normal((b, *shape) if b > 1 else shape).astype(dtype)
+
+    pairs = [(operand(b, n, k), operand(b, k, m)) for b, n, k, m in products]
     mm = np.matmul
     if framework == "torch":
         import torch  # noqa: PLC0415

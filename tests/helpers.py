@@ -113,3 +113,35 @@ def gpt_configs(max_vocab: int = 97, max_block: int = 32, max_layers: int = 3, m
 
     return configs()
 
+
+def cli_flags(base: dict, **kw) -> list[str]:
+    """`npgpt train` flags for the options in base, overridden by kw: --name value, and --name /
+    --no-name for booleans."""
+    out = []
+    for k, v in {**base, **kw}.items():
+        name = "--" + k.replace("_", "-")
+        out += [name if v else "--no-" + name[2:]] if isinstance(v, bool) else [name, str(v)]
+    return out
+
+
+def edit_config_json(folder, **change):
+    """Update a saved Hugging Face directory's config.json with `change`; returns the folder."""
+    import json  # noqa: PLC0415
+
+    path = folder / "config.json"
+    config = json.loads(path.read_text())
+    config.update(change)
+    path.write_text(json.dumps(config))
+    return folder
+
+
+def save_random_peft_adapter(pm, folder, seed: int = 4) -> None:
+    """Draw every LoRA weight of a float64 PEFT model (B away from zero, so A's gradient is not
+    trivially zero), then save the adapter to folder."""
+    g = np.random.default_rng(seed)
+    with torch.no_grad():
+        for name, p in pm.named_parameters():
+            if "lora_" in name:
+                p.copy_(torch.from_numpy(g.normal(0.0, 0.5, tuple(p.shape))))
+    assert all(p.dtype == torch.float64 for n, p in pm.named_parameters() if "lora_" in n)
+    pm.save_pretrained(folder)

@@ -23,6 +23,7 @@ from npgpt.training import dist
 from npgpt.data.tokens import prepare
 from npgpt.training.loop import TrainConfig, read_log, resume_config, train
 from npgpt.training.rng import pcg64_distance
+from tests.helpers import cli_flags
 
 TEXT = "".join(f"line {i}: the cat sat on the mat, {i * 7 % 13} times.\n" for i in range(300))
 DRIVER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "dist_driver.py")
@@ -34,11 +35,7 @@ TINY = dict(n_layer=1, n_head=2, n_embd=16, block_size=8, batch_size=4, bias=Fal
 
 
 def flags(**kw) -> list[str]:
-    out = []
-    for k, v in {**TINY, **kw}.items():
-        name = "--" + k.replace("_", "-")
-        out += [name if v else "--no-" + name[2:]] if isinstance(v, bool) else [name, str(v)]
-    return out
+    return cli_flags(TINY, **kw)
 
 
 def run(cmd: list[str], **env) -> subprocess.CompletedProcess:

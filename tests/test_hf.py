@@ -19,7 +19,7 @@ from safetensors.numpy import load_file, save_file
 from npgpt import GPT, GPTConfig, backend
 from npgpt.generation.loading import model_from_checkpoint
 from npgpt.tokenizers import BPETokenizer, CharTokenizer
-from tests.helpers import rel_error
+from tests.helpers import edit_config_json, rel_error
 from tests.tokenizers.strategies import CORPUS
 
 transformers = pytest.importorskip("transformers")
@@ -303,10 +303,7 @@ def test_tokenizers_gpt2_cannot_hold_are_refused(tmp_path):
 
 def _hf_dir(tmp_path, **config_changes):
     random_hf(11, n_layer=1, n_head=2, n_embd=10, vocab_size=11, n_positions=7).save_pretrained(tmp_path)
-    config = json.loads((tmp_path / "config.json").read_text())
-    config.update(config_changes)
-    (tmp_path / "config.json").write_text(json.dumps(config))
-    return tmp_path
+    return edit_config_json(tmp_path, **config_changes)
 
 
 @pytest.mark.parametrize("change, message", [

@@ -30,7 +30,7 @@ transformers = pytest.importorskip("transformers")
 from npgpt.generation.generate import KVCache  # noqa: E402
 from npgpt.models.gpt import GPT  # noqa: E402
 from npgpt.tensor import no_grad  # noqa: E402
-from tests.helpers import rel_error  # noqa: E402
+from tests.helpers import edit_config_json, rel_error  # noqa: E402
 
 LLAMA3 = {"factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 16}
 COMMON = dict(vocab_size=67, hidden_size=32, intermediate_size=40, num_hidden_layers=2, max_position_embeddings=128)
@@ -118,7 +118,12 @@ def make_hf(name: str, seed: int = 0):
     """A float64 transformers model of CONFIGS[name] with every parameter drawn (norm weights near 1,
     biases non-zero), in eval mode, SDPA attention."""
     family, kw = CONFIGS[name]
-    config = getattr(transformers, CONFIG_CLASSES[family])(**COMMON, **kw)
+    return random_hf_model(getattr(transformers, CONFIG_CLASSES[family])(**COMMON, **kw), seed)
+
+
+def random_hf_model(config, seed: int = 0):
+    """A float64 transformers causal LM of `config`, every parameter drawn (norm weights near 1,
+    biases non-zero), in eval mode, SDPA attention."""
     torch.manual_seed(seed)
     model = transformers.AutoModelForCausalLM.from_config(config, attn_implementation="sdpa").to(torch.float64)
     g = torch.Generator().manual_seed(seed)
@@ -249,10 +254,7 @@ def test_float32_against_unpatched_transformers(name, tmp_path):
 def _llama_dir(tmp_path, **change):
     folder = tmp_path / "refused"
     make_hf("llama-mqa-tied").save_pretrained(folder)
-    d = json.loads((folder / "config.json").read_text())
-    d.update(change)
-    (folder / "config.json").write_text(json.dumps(d))
-    return folder
+    return edit_config_json(folder, **change)
 
 
 @pytest.mark.parametrize("change, message", [

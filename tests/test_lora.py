@@ -20,7 +20,7 @@ from npgpt import GPT, GPTConfig
 from npgpt.lora import (LoraConfig, add_lora, load_adapter, lora_layers, merge_lora, read_adapter_config,
                         save_adapter)
 from npgpt.training.optim import configure_optimizer
-from tests.helpers import rel_error
+from tests.helpers import rel_error, save_random_peft_adapter
 
 transformers = pytest.importorskip("transformers")
 peft = pytest.importorskip("peft")
@@ -46,13 +46,7 @@ def _peft_pair(case: str, tmp_path):
     base_dir = tmp_path / "base"
     hf.save_pretrained(base_dir)
     pm = peft.get_peft_model(hf, peft.LoraConfig(**lora, lora_dropout=0.0, fan_in_fan_out=True))
-    g = np.random.default_rng(4)
-    with torch.no_grad():
-        for name, p in pm.named_parameters():
-            if "lora_" in name:  # B away from zero, so A's gradient is not trivially zero
-                p.copy_(torch.from_numpy(g.normal(0.0, 0.5, tuple(p.shape))))
-    assert all(p.dtype == torch.float64 for n, p in pm.named_parameters() if "lora_" in n)
-    pm.save_pretrained(tmp_path / "peft_adapter")
+    save_random_peft_adapter(pm, tmp_path / "peft_adapter")
     model = GPT.from_pretrained(base_dir, dtype="float64")
     load_adapter(model, tmp_path / "peft_adapter")
     ids = np.random.default_rng(5).integers(0, shape["vocab_size"], (2, shape["n_positions"]))

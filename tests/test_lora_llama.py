@@ -24,8 +24,8 @@ peft = pytest.importorskip("peft")
 import npgpt.functional as F  # noqa: E402
 from npgpt import GPT  # noqa: E402
 from npgpt.lora import LoraConfig, add_lora, load_adapter, lora_layers, merge_lora, save_adapter  # noqa: E402
-from tests.helpers import rel_error  # noqa: E402
-from tests.test_llama_hf import float64_rope, hf_float64  # noqa: E402
+from tests.helpers import rel_error, save_random_peft_adapter  # noqa: E402
+from tests.test_llama_hf import float64_rope, hf_float64, random_hf_model  # noqa: E402
 
 TOL = 1e-10
 COMMON = dict(vocab_size=53, hidden_size=24, intermediate_size=36, num_hidden_layers=2, max_position_embeddings=64)
@@ -47,15 +47,7 @@ ERRORS: dict = {}  # case -> worst error per quantity, printed by test_report
 
 def _random_hf(model: str, seed: int = 0):
     cls, kw = MODELS[model]
-    config = getattr(transformers, cls)(**COMMON, **kw)
-    torch.manual_seed(seed)
-    hf = transformers.AutoModelForCausalLM.from_config(config, attn_implementation="sdpa").to(torch.float64)
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in hf.named_parameters():
-            noise = torch.randn(p.shape, generator=g, dtype=torch.float64)
-            p.copy_(1.0 + 0.2 * noise if "norm" in name else 0.3 * noise)
-    return hf.eval()
+    return random_hf_model(getattr(transformers, cls)(**COMMON, **kw), seed)
 
 
 def _ids(V: int, seed: int = 5):
@@ -76,13 +68,7 @@ def case(request, tmp_path, monkeypatch):
         hf.save_pretrained(tmp_path / "base")
         float64_rope(hf)
         pm = peft.get_peft_model(hf, peft.LoraConfig(**LORAS[lora], lora_dropout=0.0))
-        g = np.random.default_rng(4)
-        with torch.no_grad():
-            for name, p in pm.named_parameters():
-                if "lora_" in name:  # B away from zero, so A's gradient is not trivially zero
-                    p.copy_(torch.from_numpy(g.normal(0.0, 0.5, tuple(p.shape))))
-        assert all(p.dtype == torch.float64 for n, p in pm.named_parameters() if "lora_" in n)
-        pm.save_pretrained(tmp_path / "peft_adapter")
+        save_random_peft_adapter(pm, tmp_path / "peft_adapter")
         ours = GPT.from_pretrained(tmp_path / "base", dtype="float64")
         yield model, lora, pm.eval(), ours, tmp_path
 

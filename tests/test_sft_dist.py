@@ -14,6 +14,7 @@ import pytest
 
 from npgpt.training import checkpoint as ck
 from npgpt.training.loop import TrainConfig, read_log, train
+from tests.helpers import cli_flags
 from tests.test_dist import MPIEXEC, run, worst_relative
 from tests.test_sft import sft_dir, tok_file  # noqa: F401 - fixtures
 
@@ -23,11 +24,7 @@ TINY = dict(n_layer=1, n_head=2, n_embd=16, block_size=128, bias=False, dtype="f
 
 
 def flags(**kw) -> list[str]:
-    out = []
-    for k, v in {**TINY, **kw}.items():
-        name = "--" + k.replace("_", "-")
-        out += [name if v else "--no-" + name[2:]] if isinstance(v, bool) else [name, str(v)]
-    return out
+    return cli_flags(TINY, **kw)
 
 
 def test_two_real_ranks_equal_one_process_with_the_same_product(sft_dir, tmp_path, capsys):  # noqa: F811

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .. import parallel
 from ..backend import blocks_for_cache
 
 
@@ -64,3 +65,10 @@ def row_blocks(xp, n: int, per_row: int, budget: int) -> list[tuple[int, int]]:
         budget = min(budget, MAX_BLOCK_ELEMENTS)
     step = max(1, budget // max(per_row, 1))
     return [(i, min(i + step, n)) for i in range(0, n, step)]
+
+
+def in_row_blocks(xp, rows, n: int, per_row: int, budget: int) -> list:
+    """[rows(i0, i1) for each row block of an (n, per_row) array] (row_blocks of `budget` elements),
+    each thread walking one contiguous run of the blocks (parallel.run_chains: one GIL hand-off per
+    thread, not per block); results in block order, so sums over them do not depend on the threads."""
+    return parallel.run_chains(rows, row_blocks(xp, n, per_row, budget), n * per_row)

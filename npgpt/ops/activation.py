@@ -12,7 +12,7 @@ from .. import parallel
 from ..backend import blocks_for_cache, get_xp
 from .erf import erf, normal_cdf_float32
 from ..function import Function
-from ._util import check_float, normalize_axes, row_blocks
+from ._util import check_float, in_row_blocks, normalize_axes
 
 APPROXIMATIONS = ("tanh", "none")
 _K = math.sqrt(2.0 / math.pi)  # tanh form's scale
@@ -42,7 +42,7 @@ def gelu_with_grad(x, approximate: str, grad: bool, overwrite: bool = False):
          erf.normal_cdf_float32, sharing step 3's exp)
       2. y = x Phi
       3. d = Phi + x phi(x),   phi(x) = exp(-x^2 / 2) / sqrt(2 pi)
-    (Gelu's docstring derives d.) The steps run on one block of rows at a time (`_in_row_blocks`)
+    (Gelu's docstring derives d.) The steps run on one block of rows at a time (`_util.in_row_blocks`, a speed trick: each block's passes stay in cache)
     through two per-thread scratch arrays. `overwrite=True` lets the result reuse x's buffer (x is
     destroyed): d when `grad`, else y.
     """
@@ -106,7 +106,7 @@ def gelu_with_grad(x, approximate: str, grad: bool, overwrite: bool = False):
         if db is not None:
             xp.copyto(db, g)
 
-    _in_row_blocks(xp, rows, x2.shape[0], H)
+    in_row_blocks(xp, rows, x2.shape[0], H, _BLOCK)  # every element alone: the bits do not depend on blocks or threads
     return y.reshape(x.shape), (d.reshape(x.shape) if grad else None)
 
 
@@ -114,14 +114,6 @@ def _phi_from_exp(xp, x) -> bool:
     """Whether the exact form takes Phi from exp(-x^2 / 2) (erf.normal_cdf_float32: float32 on the
     CPU, a speed trick); float64 takes erf from erf.erf_float64 (within two ulps: the parity tests), CuPy from its own erf kernel."""
     return blocks_for_cache(xp) and x.dtype == xp.float32
-
-
-def _in_row_blocks(xp, rows, n: int, H: int) -> None:
-    """rows(i0, i1) over blocks of about _BLOCK elements (a speed trick: each block's passes stay in
-    cache instead of streaming (N, H) arrays through memory once per pass), each thread walking one
-    contiguous run of them (parallel.run_chains: one GIL hand-off per thread, not per block). Every
-    element is computed alone, so the bits do not depend on the blocks or the threads."""
-    parallel.run_chains(rows, row_blocks(xp, n, H, _BLOCK), n * H)
 
 
 class Gelu(Function):

@@ -63,6 +63,20 @@ ROUND = np.float32(1.5 * 2**23)
 ROUND_BITS = int(np.array(ROUND).view(np.int32))
 
 
+def _flat_blocks(x: np.ndarray, out: np.ndarray, block: int, *work):
+    """Yield (x block, out block, *work arrays) over matching flat blocks of `block` elements of x and
+    out (out may be x itself: a caller reads each block of x before writing it), with one per-thread
+    scratch array per (slot, trailing shape, dtype) in `work`, sliced to the block (a speed trick:
+    each block's passes stay in cache and nothing is allocated per block)."""
+    flat_x, flat_out = x.reshape(-1), out.reshape(-1)
+    m = min(block, flat_x.size)
+    bufs = [parallel.scratch(np, slot, (m, *shape), dtype) for slot, shape, dtype in work]
+    for i in range(0, flat_x.size, block):
+        xs = flat_x[i:i + block]
+        n = xs.size
+        yield (xs, flat_out[i:i + n], *(b[:n] for b in bufs))
+
+
 def erf_float32(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     """erf of a float32 NumPy array by the table and Taylor step above; NaN gives NaN.
 
@@ -71,17 +85,9 @@ def erf_float32(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         s = G clip(x, -4, 4),  r = round(s),  delta = s - r,
         erf(x) = head[r] + (tail[r] + delta (c1[r] + delta c2[r])).
     """
-    if out is None:
-        out = np.empty(x.shape, dtype=np.float32)
-    flat_x, flat_out = x.reshape(-1), out.reshape(-1)  # out may be x itself: each block reads x first
-    m = min(BLOCK, flat_x.size)
-    s_buf = parallel.scratch(np, "erf_s", (m,), np.float32)
-    r_buf = parallel.scratch(np, "erf_r", (m,), np.float32)
-    row_buf = parallel.scratch(np, "erf_rows", (m, 4), np.float32)
-    for i in range(0, flat_x.size, BLOCK):
-        xs = flat_x[i:i + BLOCK]
-        n = xs.size
-        s, r, rows = s_buf[:n], r_buf[:n], row_buf[:n]
+    out = np.empty(x.shape, dtype=np.float32) if out is None else out
+    for xs, o, s, r, rows in _flat_blocks(x, out, BLOCK, ("erf_s", (), np.float32), ("erf_r", (), np.float32),
+                                          ("erf_rows", (4,), np.float32)):
         np.clip(xs, -X_MAX, X_MAX, out=s)
         s *= NODES_PER_UNIT  # s = G clip(x, -4, 4), exact (G is a power of two); NaN stays NaN
         np.add(s, ROUND, out=r)  # r's bits now hold ROUND_BITS + round(s)
@@ -96,7 +102,7 @@ def erf_float32(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         r += c1
         r *= s
         r += tail  # tail + delta (c1 + delta c2)
-        np.add(head, r, out=flat_out[i:i + n])
+        np.add(head, r, out=o)
     return out
 
 
@@ -141,18 +147,9 @@ def erf_float64(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         a = min(|x|, 6),  r = round(G64 a),  delta = a - r / G64,
         erf(x) = copysign(erf(x_r) + delta (a_1 + delta (a_2 + ... + delta a_7)), x),
     each coefficient gathered from its own table column as Horner's rule reaches it."""
-    if out is None:
-        out = np.empty(x.shape, dtype=np.float64)
-    flat_x, flat_out = x.reshape(-1), out.reshape(-1)  # out may be x itself: each block reads x first
-    m = min(BLOCK64, flat_x.size)
-    a_buf = parallel.scratch(np, "erf64_a", (m,), np.float64)
-    r_buf = parallel.scratch(np, "erf64_r", (m,), np.float64)
-    c_buf = parallel.scratch(np, "erf64_c", (m,), np.float64)
-    k_buf = parallel.scratch(np, "erf64_k", (m,), np.intp)
-    for i in range(0, flat_x.size, BLOCK64):
-        xs = flat_x[i:i + BLOCK64]
-        n = xs.size
-        a, r, c, k = a_buf[:n], r_buf[:n], c_buf[:n], k_buf[:n]
+    out = np.empty(x.shape, dtype=np.float64) if out is None else out
+    for xs, o, a, r, c, k in _flat_blocks(x, out, BLOCK64, ("erf64_a", (), np.float64), ("erf64_r", (), np.float64),
+                                          ("erf64_c", (), np.float64), ("erf64_k", (), np.intp)):
         np.abs(xs, out=a)
         np.minimum(a, 6.0, out=a)  # NaN stays NaN
         np.multiply(a, G64, out=r)  # exact: G64 is a power of two
@@ -167,8 +164,11 @@ def erf_float64(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
             p += np.take(TABLE64[j], k, out=c, mode="clip")
             p *= a
         p += np.take(TABLE64[0], k, out=c, mode="clip")  # erf(x_r) + the correction
-        np.copysign(p, xs, out=flat_out[i:i + n])
+        np.copysign(p, xs, out=o)
     return out
+
+
+_BY_DTYPE = {np.dtype(np.float32): erf_float32, np.dtype(np.float64): erf_float64}
 
 
 def erf(x, out=None):
@@ -177,14 +177,11 @@ def erf(x, out=None):
     y = device_erf(x)  # the device's own kernel; None for a NumPy array
     if y is None:
         x = np.asarray(x)
-        if x.dtype == np.float32:
+        vectorized = _BY_DTYPE.get(x.dtype)
+        if vectorized is not None:
             if out is None or out.flags.c_contiguous:
-                return erf_float32(x, out)
-            y = erf_float32(x)
-        elif x.dtype == np.float64:
-            if out is None or out.flags.c_contiguous:
-                return erf_float64(x, out)
-            y = erf_float64(x)
+                return vectorized(x, out)
+            y = vectorized(x)
         else:
             y = np.asarray(_math_erf(x), dtype=x.dtype if x.dtype.kind == "f" else np.float64)
     if out is None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from .. import parallel
 from ..backend import get_xp
 from ..function import Function
-from ._util import check_float, row_blocks
+from ._util import check_float, in_row_blocks
 
 
 class LayerNorm(Function):
@@ -61,7 +61,7 @@ class LayerNorm(Function):
             if b is not None:
                 y[i0:i1] += b
 
-        parallel.run_chains(rows, row_blocks(xp, x2.shape[0], C, _BLOCK), x2.size)
+        in_row_blocks(xp, rows, x2.shape[0], C, _BLOCK)
         if rec:
             self.x, self.mu, self.rstd, self.w = x2, mu, rstd, w
         return y.reshape(x.shape)
@@ -90,7 +90,7 @@ class LayerNorm(Function):
             return ((dyb * xh).sum(axis=0) if need_w else None,  # 3. this block's part of dw
                     dyb.sum(axis=0) if need_b else None)  # 3. and of db
 
-        parts = parallel.run_chains(rows, row_blocks(xp, dy2.shape[0], C, _BLOCK), dy2.size)
+        parts = in_row_blocks(xp, rows, dy2.shape[0], C, _BLOCK)
         dw = parallel.sum_in_order(p[0] for p in parts) if need_w else None  # (C,)
         db = parallel.sum_in_order(p[1] for p in parts) if need_b else None  # (C,)
         return (dx.reshape(dy.shape) if need_x else None), dw, db

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import parallel
 from ..backend import get_xp, matmul_into
 from ..function import Function
 from ..tensor import Tensor
-from .. import parallel
-from ._util import check_float, row_blocks, sum_rows
+from ._util import check_float, in_row_blocks, sum_rows
 
 
 class SwiGLUMLP(Function):
@@ -31,7 +31,7 @@ class SwiGLUMLP(Function):
               1. dw_gate = x^T @ dg,  dw_up = x^T @ du,  [db_gate | db_up] = sum_rows([dg | du]),
                  dx = dg @ w_gate^T + du @ w_up^T
     Steps 2-3 and their backward walk blocks of rows through per-thread scratch, on the thread
-    pool (`_in_row_blocks`, as GELU): every element is computed alone, so the bits do not depend on
+    pool (`_util.in_row_blocks`, as GELU): every element is computed alone, so the bits do not depend on
     the blocks or the threads.
     """
 
@@ -55,7 +55,7 @@ class SwiGLUMLP(Function):
             a *= gb  # 2. a = g * sg
             xp.multiply(a, u[i0:i1], out=m[i0:i1])  # 3. m = a * u
 
-        _in_row_blocks(xp, rows, g.shape[0], H)
+        in_row_blocks(xp, rows, g.shape[0], H, _BLOCK)
         y = m @ w_down  # 4. (N, Cout)
         if b_down is not None:
             y += b_down
@@ -89,7 +89,7 @@ class SwiGLUMLP(Function):
             d *= ub  # u silu'(g)
             xp.multiply(dmb, d, out=dg[i0:i1])  # 3., 2. dg = (dm * u) * silu'(g)
 
-        _in_row_blocks(xp, rows, g.shape[0], H)
+        in_row_blocks(xp, rows, g.shape[0], H, _BLOCK)
         dw_down = m.T @ dy2 if need_wd else None  # 4. (H, Cout)
         db_down = sum_rows(xp, dy2) if need_bd else None  # 4. (Cout,)
         dw_gate = dw_up = db_gate = db_up = dx = None
@@ -108,12 +108,6 @@ class SwiGLUMLP(Function):
 
 
 _BLOCK = 1 << 16  # elements per row block on the CPU, as GELU's: a block's scratch stays in cache
-
-
-def _in_row_blocks(xp, rows, n: int, H: int) -> None:
-    """rows(i0, i1) over blocks of about _BLOCK elements of an (n, H) array, each thread walking one
-    contiguous run of them (parallel.run_chains; a speed trick, as activation._in_row_blocks)."""
-    parallel.run_chains(rows, row_blocks(xp, n, H, _BLOCK), n * H)
 
 
 def _sigmoid(xp, g, out=None):
