@@ -42,8 +42,8 @@ def gelu_with_grad(x, approximate: str, grad: bool, overwrite: bool = False):
          erf.normal_cdf_float32, sharing step 3's exp)
       2. y = x Phi
       3. d = Phi + x phi(x),   phi(x) = exp(-x^2 / 2) / sqrt(2 pi)
-    (Gelu's docstring derives d.) The steps run on one block of rows at a time (`_util.in_row_blocks`, a speed trick: each block's passes stay in cache)
-    through two per-thread scratch arrays. `overwrite=True` lets the result reuse x's buffer (x is
+    (Gelu's docstring derives d.) The steps run on one block of rows at a time (`_util.in_row_blocks`,
+    a speed trick: each block's passes stay in cache) through two per-thread scratch arrays. `overwrite=True` lets the result reuse x's buffer (x is
     destroyed): d when `grad`, else y.
     """
     xp = get_xp(x)
